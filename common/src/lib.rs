@@ -1,0 +1,94 @@
+//! Types shared by the eBPF programs (kernel side) and the control plane (user side).
+//!
+//! Every type is `#[repr(C)]` with explicit, zeroed padding: the kernel hashes and compares
+//! map keys byte by byte, so an uninitialised padding byte would make two equal MACs
+//! different keys.
+#![no_std]
+
+/// Name of the classifier's neighbour map (source MAC → mark).
+pub const NEIGHBOURS_MAP: &str = "NTK_NEIGHBOURS";
+/// Name of the classifier's per-CPU counter array.
+pub const STATS_MAP: &str = "NTK_STATS";
+/// Name of the classifier program.
+pub const CLASSIFY_PROG: &str = "classify";
+/// Name of the global holding the mark mask (set at load time).
+pub const MARK_MASK_GLOBAL: &str = "NTK_MARK_MASK";
+
+/// Capacity of the neighbour map. A system has one entry per distinct neighbour MAC of the
+/// identities living in one namespace; 65 536 leaves room far beyond qspnclient's 51.
+pub const MAX_NEIGHBOURS: u32 = 65_536;
+/// Slots of the counter array: two reserved slots plus one per neighbour.
+pub const STATS_SLOTS: u32 = MAX_NEIGHBOURS + FIRST_NEIGHBOUR_SLOT;
+
+/// Counter slot of IPv4 frames whose source MAC is not in the map.
+pub const SLOT_MISS: u32 = 0;
+/// Counter slot of frames the classifier does not look at (not IPv4, too short for an IPv4
+/// header, or a group source MAC, which no neighbour can have).
+pub const SLOT_IGNORED: u32 = 1;
+/// First slot that user space hands out to neighbour entries.
+pub const FIRST_NEIGHBOUR_SLOT: u32 = 2;
+
+/// Ethernet header length.
+pub const ETH_HLEN: usize = 14;
+/// Shortest frame that can carry an IPv4 packet (Ethernet header + minimal IPv4 header).
+pub const MIN_IPV4_FRAME: usize = ETH_HLEN + 20;
+/// EtherType of IPv4.
+pub const ETH_P_IP: u16 = 0x0800;
+
+/// Key of the neighbour map: an Ethernet source MAC.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub struct MacKey {
+    pub addr: [u8; 6],
+    /// Always zero (see the module comment).
+    pub _pad: [u8; 2],
+}
+
+impl MacKey {
+    pub const fn new(addr: [u8; 6]) -> Self {
+        Self { addr, _pad: [0; 2] }
+    }
+}
+
+/// Value of the neighbour map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct NeighbourEntry {
+    /// Mark to set, already confined to the mark mask by user space.
+    pub mark: u32,
+    /// Routing table the mark selects (informational: lets `bpftool map dump` be read alone).
+    pub table: u32,
+    /// Index into the counter array.
+    pub slot: u32,
+    /// Always zero.
+    pub _pad: u32,
+}
+
+/// Per-CPU packet and byte counters of one slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Counters {
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: plain old data, `#[repr(C)]`, no implicit padding (explicit `_pad` fields).
+    unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::NeighbourEntry {}
+    unsafe impl aya::Pod for super::Counters {}
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::mem::size_of;
+
+    #[test]
+    fn layouts_have_no_implicit_padding() {
+        assert_eq!(size_of::<MacKey>(), 8);
+        assert_eq!(size_of::<NeighbourEntry>(), 16);
+        assert_eq!(size_of::<Counters>(), 16);
+    }
+}

@@ -1,0 +1,9 @@
+//! ntkplane: a Linux dataplane for Netsukuku mesh networks.
+//!
+//! Pure logic (addressing, forwarding state) lives apart from the modules that touch the
+//! kernel; each kernel subsystem is reached from exactly one module:
+//! - [`classifier`]: the eBPF source-MAC classifier (BPF maps, TCX links);
+//! - [`netns`]: entering network namespaces.
+pub mod classifier;
+pub mod mac;
+pub mod netns;
