@@ -131,7 +131,8 @@ impl Classifier {
             name: STATS_MAP,
             source,
         })?;
-        let nr_cpus = aya::util::nr_cpus().map_err(|(what, e)| ClassifierError::Cpus(format!("{what}: {e}")))?;
+        let nr_cpus = aya::util::nr_cpus()
+            .map_err(|(what, e)| ClassifierError::Cpus(format!("{what}: {e}")))?;
         tracing::debug!(netns = ?netns, mask = format_args!("{:#x}", config.mark_mask), "classifier loaded");
         Ok(Self {
             ebpf,

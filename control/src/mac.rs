@@ -8,7 +8,9 @@ use serde::{Deserialize, Deserializer, Serialize, Serializer};
 pub struct MacAddr(pub [u8; 6]);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("malformed MAC address '{0}': expected six hex pairs separated by ':' (e.g. 00:16:3E:5B:78:D5)")]
+#[error(
+    "malformed MAC address '{0}': expected six hex pairs separated by ':' (e.g. 00:16:3E:5B:78:D5)"
+)]
 pub struct MacParseError(pub String);
 
 impl MacAddr {

@@ -2,7 +2,11 @@
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "ntkplane", version, about = "A Linux dataplane for Netsukuku mesh networks")]
+#[command(
+    name = "ntkplane",
+    version,
+    about = "A Linux dataplane for Netsukuku mesh networks"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -17,8 +21,7 @@ enum Command {
 fn main() -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
         .with_writer(std::io::stderr)
         .init();

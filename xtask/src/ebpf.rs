@@ -21,7 +21,10 @@ const TARGET: &str = "bpfel-unknown-none";
 
 /// Path of the built object.
 pub fn object_path() -> PathBuf {
-    root().join("target/ebpf").join(TARGET).join("release/ntkplane-ebpf")
+    root()
+        .join("target/ebpf")
+        .join(TARGET)
+        .join("release/ntkplane-ebpf")
 }
 
 /// Ensures the toolchain, builds the object, returns its path.
@@ -38,7 +41,10 @@ pub fn build() -> Result<PathBuf> {
         .arg(root().join("target/ebpf"))
         // BTF lets `bpftool map dump` print keys and values by field name.
         .env(
-            format!("CARGO_TARGET_{}_RUSTFLAGS", TARGET.to_uppercase().replace('-', "_")),
+            format!(
+                "CARGO_TARGET_{}_RUSTFLAGS",
+                TARGET.to_uppercase().replace('-', "_")
+            ),
             "-C debuginfo=2 -C link-arg=--btf",
         );
     run(&mut cmd)?;
@@ -155,7 +161,10 @@ fn find_nightly_llvm(lib: &Path) -> Result<(String, u32)> {
             "no libLLVM-<major>-rust-*.so in {}: cannot build bpf-linker against nightly's LLVM",
             lib.display()
         ),
-        _ => bail!("several nightly LLVM libraries in {}: {found:?}", lib.display()),
+        _ => bail!(
+            "several nightly LLVM libraries in {}: {found:?}",
+            lib.display()
+        ),
     }
 }
 
@@ -179,7 +188,10 @@ mod tests {
             parse_llvm_lib_name("libLLVM-22-rust-1.97.0-nightly.so"),
             Some(("LLVM-22-rust-1.97.0-nightly".into(), 22))
         );
-        assert_eq!(parse_llvm_lib_name("libLLVM.so.22.1-rust-1.97.0-nightly"), None);
+        assert_eq!(
+            parse_llvm_lib_name("libLLVM.so.22.1-rust-1.97.0-nightly"),
+            None
+        );
         assert_eq!(parse_llvm_lib_name("librustc_driver-abc.so"), None);
     }
 }

@@ -1,9 +1,15 @@
 //! `cargo xtask test`: everything, in the order that makes failures readable.
+use std::process::Command;
+
 use anyhow::Result;
 
 use crate::{clean_cargo, ebpf, root, run, step};
 
+/// Prefix of the namespaces the integration tests create (`tests/src/lab.rs`).
+const TEST_NETNS_PREFIX: &str = "ntkt";
+
 pub fn run_all(extra: &[String]) -> Result<()> {
+    remove_stale_test_namespaces();
     // 1. The eBPF object first: the control crate embeds it at build time.
     ebpf::build()?;
     // 2. Every test of the workspace: unit and golden tests, BPF_PROG_TEST_RUN tests and
@@ -13,7 +19,24 @@ pub fn run_all(extra: &[String]) -> Result<()> {
     cmd.current_dir(root())
         .args(["test", "--workspace", "--all-targets", "--"])
         .args(extra);
-    run(&mut cmd)?;
+    let result = run(&mut cmd);
+    remove_stale_test_namespaces();
+    result?;
     step("all tests passed");
     Ok(())
+}
+
+/// Tests delete their namespaces on drop, even when they fail; a test process killed
+/// outright cannot. Remove such leftovers (only names with the tests' prefix).
+fn remove_stale_test_namespaces() {
+    let Ok(out) = Command::new("ip").args(["netns", "list"]).output() else {
+        return;
+    };
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if name.starts_with(TEST_NETNS_PREFIX) {
+            step(format!("removing leftover test namespace {name}"));
+            let _ = Command::new("ip").args(["netns", "del", name]).status();
+        }
+    }
 }
