@@ -4,6 +4,7 @@
 //! kernel; each kernel subsystem is reached from exactly one module:
 //! - [`classifier`]: the eBPF source-MAC classifier (BPF maps, TCX links);
 //! - [`netns`]: entering network namespaces.
+pub mod addr;
 pub mod classifier;
 pub mod mac;
 pub mod netns;
