@@ -6,5 +6,6 @@
 //! - [`netns`]: entering network namespaces.
 pub mod addr;
 pub mod classifier;
+pub mod fwd;
 pub mod mac;
 pub mod netns;

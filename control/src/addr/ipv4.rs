@@ -180,27 +180,63 @@ mod tests {
         let (a, b) = (a(), b());
         assert_eq!(global_node(&a, &low(&[1, 0, 1, 3])), ip("10.0.0.29"));
         assert_eq!(global_node(&a, &low(&[1, 0, 0, 1])), ip("10.0.0.9"));
-        assert_eq!(global_node(&b, &low(&[234, 123, 15, 3])), ip("10.63.123.234"));
+        assert_eq!(
+            global_node(&b, &low(&[234, 123, 15, 3])),
+            ip("10.63.123.234")
+        );
         assert_eq!(anon_node(&a, &low(&[1, 0, 1, 3])), ip("10.0.0.93"));
         assert_eq!(anon_node(&a, &low(&[1, 0, 0, 1])), ip("10.0.0.73"));
-        assert_eq!(anon_node(&b, &low(&[234, 123, 15, 3])), ip("10.191.123.234"));
+        assert_eq!(
+            anon_node(&b, &low(&[234, 123, 15, 3])),
+            ip("10.191.123.234")
+        );
         assert_eq!(internal_node(&a, &low(&[1, 0, 1, 3]), 3), ip("10.0.0.61"));
         assert_eq!(internal_node(&a, &low(&[1, 0, 0, 1]), 3), ip("10.0.0.57"));
         assert_eq!(internal_node(&a, &low(&[1, 1, 1, 2]), 1), ip("10.0.0.41"));
-        assert_eq!(internal_node(&b, &low(&[234, 123, 15, 3]), 3), ip("10.127.123.234"));
-        assert_eq!(internal_node(&b, &low(&[234, 123, 15, 3]), 0), ip("10.64.0.0"));
-        assert_eq!(global_gnode(&a, &low(&[1, 0, 1, 3]), 1), pfx("10.0.0.28/31"));
+        assert_eq!(
+            internal_node(&b, &low(&[234, 123, 15, 3]), 3),
+            ip("10.127.123.234")
+        );
+        assert_eq!(
+            internal_node(&b, &low(&[234, 123, 15, 3]), 0),
+            ip("10.64.0.0")
+        );
+        assert_eq!(
+            global_gnode(&a, &low(&[1, 0, 1, 3]), 1),
+            pfx("10.0.0.28/31")
+        );
         assert_eq!(global_gnode(&a, &low(&[1, 0, 0, 1]), 1), pfx("10.0.0.8/31"));
-        assert_eq!(global_gnode(&b, &low(&[234, 123, 15, 3]), 1), pfx("10.63.123.0/24"));
+        assert_eq!(
+            global_gnode(&b, &low(&[234, 123, 15, 3]), 1),
+            pfx("10.63.123.0/24")
+        );
         assert_eq!(anon_gnode(&a, &low(&[1, 0, 1, 3]), 1), pfx("10.0.0.92/31"));
         assert_eq!(anon_gnode(&a, &low(&[1, 0, 0, 1]), 1), pfx("10.0.0.72/31"));
         assert_eq!(anon_gnode(&a, &low(&[1, 0, 0, 1]), 4), pfx("10.0.0.64/27"));
-        assert_eq!(anon_gnode(&b, &low(&[234, 123, 15, 3]), 1), pfx("10.191.123.0/24"));
-        assert_eq!(internal_gnode(&a, &low(&[1, 0, 1, 3]), 1, 3), pfx("10.0.0.60/31"));
-        assert_eq!(internal_gnode(&a, &low(&[1, 0, 0, 1]), 1, 3), pfx("10.0.0.56/31"));
-        assert_eq!(internal_gnode(&a, &low(&[1, 1, 1, 2]), 1, 2), pfx("10.0.0.50/31"));
-        assert_eq!(internal_gnode(&b, &low(&[234, 123, 15, 3]), 1, 3), pfx("10.127.123.0/24"));
-        assert_eq!(internal_gnode(&b, &low(&[234, 123, 15, 3]), 1, 2), pfx("10.96.123.0/24"));
+        assert_eq!(
+            anon_gnode(&b, &low(&[234, 123, 15, 3]), 1),
+            pfx("10.191.123.0/24")
+        );
+        assert_eq!(
+            internal_gnode(&a, &low(&[1, 0, 1, 3]), 1, 3),
+            pfx("10.0.0.60/31")
+        );
+        assert_eq!(
+            internal_gnode(&a, &low(&[1, 0, 0, 1]), 1, 3),
+            pfx("10.0.0.56/31")
+        );
+        assert_eq!(
+            internal_gnode(&a, &low(&[1, 1, 1, 2]), 1, 2),
+            pfx("10.0.0.50/31")
+        );
+        assert_eq!(
+            internal_gnode(&b, &low(&[234, 123, 15, 3]), 1, 3),
+            pfx("10.127.123.0/24")
+        );
+        assert_eq!(
+            internal_gnode(&b, &low(&[234, 123, 15, 3]), 1, 2),
+            pfx("10.96.123.0/24")
+        );
         // Autonomous subnet, λ = [0,0,1,1], subnet level 1.
         let l = low(&[0, 0, 1, 1]);
         assert_eq!(internal_gnode(&a, &l, 1, 1), pfx("10.0.0.40/31"));
@@ -228,8 +264,14 @@ mod tests {
         assert_eq!(global_gnode(&b, &n.with(2, 1), 2), pfx("10.49.0.0/16"));
         assert_eq!(global_gnode(&b, &n.with(1, 67), 1), pfx("10.58.67.0/24"));
         assert_eq!(global_gnode(&b, &n.with(3, 2), 3), pfx("10.32.0.0/12"));
-        assert_eq!(internal_gnode(&b, &n.with(1, 67), 1, 2), pfx("10.96.67.0/24"));
-        assert_eq!(internal_gnode(&b, &n.with(1, 67), 1, 3), pfx("10.122.67.0/24"));
+        assert_eq!(
+            internal_gnode(&b, &n.with(1, 67), 1, 2),
+            pfx("10.96.67.0/24")
+        );
+        assert_eq!(
+            internal_gnode(&b, &n.with(1, 67), 1, 3),
+            pfx("10.122.67.0/24")
+        );
         assert_eq!(anon_gnode(&b, &n.with(1, 67), 1), pfx("10.186.67.0/24"));
         assert_eq!(anon_gnode(&b, &n.with(3, 2), 3), pfx("10.160.0.0/12"));
         let m = NtkAddress::parse("3.10.67.89", &b).unwrap();
@@ -266,14 +308,43 @@ mod tests {
                 .map(|(_, ip)| ip.to_string())
                 .collect()
         };
-        assert_eq!(show("3.0.1.0", true), ["10.0.0.26", "10.0.0.90", "10.0.0.58", "10.0.0.50", "10.0.0.40"]);
-        assert_eq!(show("1.1.0.0", true), ["10.0.0.12", "10.0.0.76", "10.0.0.60", "10.0.0.48", "10.0.0.40"]);
+        assert_eq!(
+            show("3.0.1.0", true),
+            [
+                "10.0.0.26",
+                "10.0.0.90",
+                "10.0.0.58",
+                "10.0.0.50",
+                "10.0.0.40"
+            ]
+        );
+        assert_eq!(
+            show("1.1.0.0", true),
+            [
+                "10.0.0.12",
+                "10.0.0.76",
+                "10.0.0.60",
+                "10.0.0.48",
+                "10.0.0.40"
+            ]
+        );
         // α₁ 2·2·1·0 (virtual at level 2) owns only internal 2 and 1.
         assert_eq!(show("2.2.1.0", true), ["10.0.0.50", "10.0.0.40"]);
         let b = b();
         let n = NtkAddress::parse("3.10.123.45", &b).unwrap();
-        let got: Vec<String> = own_ips(&b, &n, false).into_iter().map(|(_, ip)| ip.to_string()).collect();
-        assert_eq!(got, ["10.58.123.45", "10.122.123.45", "10.96.123.45", "10.80.0.45"]);
+        let got: Vec<String> = own_ips(&b, &n, false)
+            .into_iter()
+            .map(|(_, ip)| ip.to_string())
+            .collect();
+        assert_eq!(
+            got,
+            [
+                "10.58.123.45",
+                "10.122.123.45",
+                "10.96.123.45",
+                "10.80.0.45"
+            ]
+        );
     }
 
     /// A base prefix other than 10.0.0.0/8 moves every address with it.

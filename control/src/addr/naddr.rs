@@ -30,7 +30,11 @@ pub enum AddressError {
         topology: String,
     },
     #[error("position {pos} at level {level} of address '{addr}' is out of range")]
-    OutOfRange { addr: String, level: usize, pos: u32 },
+    OutOfRange {
+        addr: String,
+        level: usize,
+        pos: u32,
+    },
 }
 
 impl NtkAddress {
@@ -154,9 +158,10 @@ impl<'de> Deserialize<'de> for NtkAddress {
         let s = String::deserialize(d)?;
         let mut pos = Vec::new();
         for part in s.split('.') {
-            pos.push(part.parse::<u32>().map_err(|_| {
-                serde::de::Error::custom(AddressError::Malformed(s.clone()))
-            })?);
+            pos.push(
+                part.parse::<u32>()
+                    .map_err(|_| serde::de::Error::custom(AddressError::Malformed(s.clone())))?,
+            );
         }
         pos.reverse();
         Ok(Self(pos))
@@ -194,7 +199,11 @@ mod tests {
         ));
         assert!(matches!(
             NtkAddress::parse("9.1.0.1", &t()),
-            Err(AddressError::OutOfRange { level: 3, pos: 9, .. })
+            Err(AddressError::OutOfRange {
+                level: 3,
+                pos: 9,
+                ..
+            })
         ));
     }
 

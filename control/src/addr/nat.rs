@@ -2,7 +2,7 @@
 //! and an autonomous-subnet gateway's NETMAP rules (§9).
 use std::net::Ipv4Addr;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::{
     ipv4::{anon_gnode, anon_range, global_gnode, global_node, internal_gnode},
@@ -12,7 +12,7 @@ use super::{
 };
 
 /// `-d <anon range> -j SNAT --to <own global>` (postrouting).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SnatRule {
     pub daddr: Ipv4Prefix,
     pub to: Ipv4Addr,
@@ -29,7 +29,7 @@ pub fn snat(t: &Topology, n: &NtkAddress, anonymizer: bool) -> Option<SnatRule> 
     })
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NatChain {
     /// Destination rewrite, before routing.
@@ -40,7 +40,7 @@ pub enum NatChain {
 
 /// One 1:1 prefix mapping (iptables `NETMAP`): prerouting rewrites the destination,
 /// postrouting the source (only for sources in `saddr`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NetmapRule {
     pub chain: NatChain,
     pub daddr: Ipv4Prefix,
@@ -58,7 +58,12 @@ pub fn netmap(t: &Topology, n: &NtkAddress, s: usize, serve_anonymous: bool) -> 
         return Vec::new();
     }
     let range1 = internal_gnode(t, n, s, s).expect("i = k is always computable");
-    let pre = |daddr, to| NetmapRule { chain: NatChain::Prerouting, daddr, saddr: None, to };
+    let pre = |daddr, to| NetmapRule {
+        chain: NatChain::Prerouting,
+        daddr,
+        saddr: None,
+        to,
+    };
     let post = |daddr, to| NetmapRule {
         chain: NatChain::Postrouting,
         daddr,
@@ -68,12 +73,16 @@ pub fn netmap(t: &Topology, n: &NtkAddress, s: usize, serve_anonymous: bool) -> 
     let mut out = Vec::new();
     for i in s..l {
         if i < l - 1 {
-            let Some(range2) = internal_gnode(t, n, s, i + 1) else { continue };
+            let Some(range2) = internal_gnode(t, n, s, i + 1) else {
+                continue;
+            };
             let range3 = internal_gnode(t, n, i + 1, i + 1).expect("i = k");
             out.push(pre(range2, range1));
             out.push(post(range3, range2));
         } else {
-            let Some(range2) = global_gnode(t, n, s) else { continue };
+            let Some(range2) = global_gnode(t, n, s) else {
+                continue;
+            };
             let range3 = global_gnode(t, n, l).expect("whole range");
             out.push(pre(range2, range1));
             out.push(post(range3, range2));
@@ -129,10 +138,19 @@ mod tests {
     fn lambda_after_entering() {
         let n = NtkAddress::parse("2.1.1.0", &t()).unwrap();
         let got = show(&netmap(&t(), &n, 1, true)).join("\n");
-        for want in ["-d 10.0.0.50/31 --to 10.0.0.40/31", "--to 10.0.0.62/31", "-d 10.0.0.22/31 --to", "-d 10.0.0.86/31 --to 10.0.0.40/31"] {
+        for want in [
+            "-d 10.0.0.50/31 --to 10.0.0.40/31",
+            "--to 10.0.0.62/31",
+            "-d 10.0.0.22/31 --to",
+            "-d 10.0.0.86/31 --to 10.0.0.40/31",
+        ] {
             assert!(got.contains(want), "{want} missing in\n{got}");
         }
-        assert_eq!(netmap(&t(), &n, 1, false).len(), 7, "no anonymizing prerouting without -k");
+        assert_eq!(
+            netmap(&t(), &n, 1, false).len(),
+            7,
+            "no anonymizing prerouting without -k"
+        );
     }
 
     /// λ during its entry (`2·1·2·0`, virtual at level 1): no pair at all (S2-B).
@@ -142,18 +160,27 @@ mod tests {
         assert!(netmap(&t(), &n, 1, true).is_empty());
         assert_eq!(snat(&t(), &n, true), None);
         let real = NtkAddress::parse("3.0.1.0", &t()).unwrap();
-        assert!(netmap(&t(), &real, 0, true).is_empty(), "no subnet level, no NETMAP");
+        assert!(
+            netmap(&t(), &real, 0, true).is_empty(),
+            "no subnet level, no NETMAP"
+        );
     }
 
     #[test]
     fn snat_of_alpha() {
         let n = NtkAddress::parse("3.0.1.0", &t()).unwrap();
         let r = snat(&t(), &n, true).unwrap();
-        assert_eq!((r.daddr.to_string(), r.to.to_string()), ("10.0.0.64/27".into(), "10.0.0.26".into()));
+        assert_eq!(
+            (r.daddr.to_string(), r.to.to_string()),
+            ("10.0.0.64/27".into(), "10.0.0.26".into())
+        );
         assert_eq!(snat(&t(), &n, false), None);
         let b: Topology = "4.16.256.256".parse().unwrap();
         let n = NtkAddress::parse("3.10.123.45", &b).unwrap();
         let r = snat(&b, &n, true).unwrap();
-        assert_eq!((r.daddr.to_string(), r.to.to_string()), ("10.128.0.0/10".into(), "10.58.123.45".into()));
+        assert_eq!(
+            (r.daddr.to_string(), r.to.to_string()),
+            ("10.128.0.0/10".into(), "10.58.123.45".into())
+        );
     }
 }

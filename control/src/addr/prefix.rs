@@ -134,7 +134,13 @@ mod tests {
             "10.0.0.65/27".parse::<Ipv4Prefix>(),
             Err(PrefixError::HostBits(..))
         ));
-        assert!(matches!("10.0.0.0/33".parse::<Ipv4Prefix>(), Err(PrefixError::Length(33))));
-        assert!(matches!("10.0.0/8".parse::<Ipv4Prefix>(), Err(PrefixError::Malformed(_))));
+        assert!(matches!(
+            "10.0.0.0/33".parse::<Ipv4Prefix>(),
+            Err(PrefixError::Length(33))
+        ));
+        assert!(matches!(
+            "10.0.0/8".parse::<Ipv4Prefix>(),
+            Err(PrefixError::Malformed(_))
+        ));
     }
 }

@@ -28,7 +28,11 @@ pub enum TopologyError {
     #[error("gsize {gsize} at level {level} is too small (at least 2)")]
     TooSmall { level: usize, gsize: u32 },
     #[error("topology needs {bits} address bits plus 2 type bits, but base prefix {base} has only {host} host bits")]
-    TooManyBits { bits: u32, host: u32, base: Ipv4Prefix },
+    TooManyBits {
+        bits: u32,
+        host: u32,
+        base: Ipv4Prefix,
+    },
     #[error("top-level gsize {gsize} is smaller than the number of levels {levels} (internal addresses store a level number there)")]
     TopTooSmall { gsize: u32, levels: usize },
 }
@@ -57,7 +61,10 @@ impl Topology {
         }
         let top = gsizes_low_first[l - 1];
         if (top as usize) < l {
-            return Err(TopologyError::TopTooSmall { gsize: top, levels: l });
+            return Err(TopologyError::TopTooSmall {
+                gsize: top,
+                levels: l,
+            });
         }
         Ok(Self {
             gsizes: gsizes_low_first,
@@ -144,19 +151,47 @@ mod tests {
         let e = "4.3.2".parse::<Topology>().unwrap_err();
         assert_eq!(e.to_string(), "gsize 3 at level 1 is not a power of two");
         let e = "8.256.256.256".parse::<Topology>().unwrap_err();
-        assert!(matches!(e, TopologyError::TooManyBits { bits: 27, host: 24, .. }), "{e}");
+        assert!(
+            matches!(
+                e,
+                TopologyError::TooManyBits {
+                    bits: 27,
+                    host: 24,
+                    ..
+                }
+            ),
+            "{e}"
+        );
         // 22 bits fit in /8 (24 host bits), 23 do not.
         assert!("4.16.256.256".parse::<Topology>().is_ok());
         assert!("8.16.256.256".parse::<Topology>().is_err());
         let e = "2.2.2.2".parse::<Topology>().unwrap_err();
-        assert_eq!(e, TopologyError::TopTooSmall { gsize: 2, levels: 4 });
-        assert!(matches!("4..2".parse::<Topology>(), Err(TopologyError::Malformed(_))));
-        assert!(matches!("4.1.2".parse::<Topology>(), Err(TopologyError::TooSmall { level: 1, .. })));
-        assert!(matches!("".parse::<Topology>(), Err(TopologyError::Malformed(_))));
+        assert_eq!(
+            e,
+            TopologyError::TopTooSmall {
+                gsize: 2,
+                levels: 4
+            }
+        );
+        assert!(matches!(
+            "4..2".parse::<Topology>(),
+            Err(TopologyError::Malformed(_))
+        ));
+        assert!(matches!(
+            "4.1.2".parse::<Topology>(),
+            Err(TopologyError::TooSmall { level: 1, .. })
+        ));
+        assert!(matches!(
+            "".parse::<Topology>(),
+            Err(TopologyError::Malformed(_))
+        ));
         // A smaller base prefix leaves fewer bits.
         let base = "10.0.0.0/24".parse().unwrap();
         assert!(Topology::parse_with_base("4.2.2.2", base).is_ok());
-        assert!(Topology::parse_with_base("4.4.2.2", base).is_ok(), "6 + 2 bits fill a /24 exactly");
+        assert!(
+            Topology::parse_with_base("4.4.2.2", base).is_ok(),
+            "6 + 2 bits fill a /24 exactly"
+        );
         assert!(Topology::parse_with_base("8.4.2.2", base).is_err());
     }
 

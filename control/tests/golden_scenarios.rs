@@ -1,0 +1,960 @@
+//! Golden tests: the forwarding state of every checkpoint of `shared/spec/scenarios.md`,
+//! compared route by route with the spec's listings (copied verbatim into
+//! `data/scenario-listings.txt`), plus the rules, marks, addresses and NAT the spec lists.
+//!
+//! Each checkpoint is described as the graph of identities of the network at that moment
+//! (addresses, MACs, link-locals, qspn arcs with their costs); the paths each identity
+//! knows come from the path model (`fwd::paths`), the rest from `fwd::compute`.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
+};
+
+use ntkplane::{
+    addr::{Ipv4Prefix, NtkAddress, Topology},
+    fwd::{
+        compute,
+        paths::{paths_from, Edge, Node},
+        state::{PRIO_FWMARK, PRIO_NTK},
+        Arc, ForwardingState, IdentityInput, Interface, QspnArc, Route, Rule, NTK_TABLE,
+    },
+    mac::MacAddr,
+};
+
+// ---------------------------------------------------------------------------------------
+// The spec's listing format.
+
+struct ExpectedTable {
+    name: String,
+    /// prefix → acceptable values (more than one for the spec's `either {…|…}` ties).
+    routes: BTreeMap<Ipv4Prefix, Vec<Route>>,
+}
+
+fn short_ip(s: &str) -> Ipv4Addr {
+    format!("10.0.0{s}").parse().unwrap()
+}
+
+/// `via 169.254.96.141 dev eth1` → (gw, dev)
+fn parse_via(s: &str) -> (Ipv4Addr, String) {
+    let w: Vec<&str> = s.split_whitespace().collect();
+    assert_eq!((w[0], w[2]), ("via", "dev"), "bad via clause '{s}'");
+    (w[1].parse().unwrap(), w[3].to_string())
+}
+
+fn section(name: &str) -> BTreeMap<u32, ExpectedTable> {
+    let data = include_str!("data/scenario-listings.txt");
+    let start = data
+        .find(&format!("== {name}\n"))
+        .unwrap_or_else(|| panic!("no section {name}"));
+    let body = &data[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.starts_with("=="))
+        .collect::<Vec<_>>();
+    let mut tables = BTreeMap::new();
+    let mut current: Option<u32> = None;
+    for line in body.iter().filter(|l| !l.trim().is_empty()) {
+        if let Some(rest) = line.strip_prefix("table ") {
+            let id: u32 = rest.split_whitespace().next().unwrap().parse().unwrap();
+            let name = rest.split('`').nth(1).unwrap().to_string();
+            tables.insert(
+                id,
+                ExpectedTable {
+                    name,
+                    routes: BTreeMap::new(),
+                },
+            );
+            current = Some(id);
+            continue;
+        }
+        let (head, items) = line.trim().split_once(": ").expect("kind: items");
+        let alternatives: Vec<(Ipv4Addr, String)> = if let Some(e) = head.strip_prefix("either {") {
+            e.trim_end_matches('}')
+                .split(" | ")
+                .map(parse_via)
+                .collect()
+        } else if head.starts_with("via ") {
+            vec![parse_via(head)]
+        } else {
+            vec![]
+        };
+        let table = tables
+            .get_mut(&current.expect("route before table"))
+            .unwrap();
+        for item in items.split(", ") {
+            let mut w = item.split_whitespace();
+            let p: Ipv4Prefix = format!("10.0.0{}", w.next().unwrap()).parse().unwrap();
+            let src = match (w.next(), w.next()) {
+                (Some("src"), Some(s)) => Some(short_ip(s)),
+                (None, None) => None,
+                other => panic!("bad item '{item}': {other:?}"),
+            };
+            let values = match head {
+                "unreachable" => vec![Route::Unreachable],
+                "blackhole" => vec![Route::Blackhole],
+                _ => alternatives
+                    .iter()
+                    .map(|(gw, dev)| Route::Via {
+                        gw: *gw,
+                        dev: dev.clone(),
+                        src,
+                    })
+                    .collect(),
+            };
+            assert!(
+                table.routes.insert(p, values).is_none(),
+                "{name}: {p} listed twice"
+            );
+        }
+    }
+    tables
+}
+
+// ---------------------------------------------------------------------------------------
+// Identity graphs.
+
+#[derive(Clone)]
+struct Id {
+    name: &'static str,
+    addr: &'static str,
+    /// Interface of the identity (its namespace's name for it).
+    dev: &'static str,
+    mac: &'static str,
+    ll: &'static str,
+    main: bool,
+}
+
+const fn id(
+    name: &'static str,
+    addr: &'static str,
+    dev: &'static str,
+    mac: &'static str,
+    ll: &'static str,
+    main: bool,
+) -> Id {
+    Id {
+        name,
+        addr,
+        dev,
+        mac,
+        ll,
+        main,
+    }
+}
+
+// scenarios.md §1.
+const ALPHA1: Id = id(
+    "alpha1",
+    "2.0.1.0",
+    "eth1",
+    "00:16:3E:FD:E2:AA",
+    "169.254.69.30",
+    true,
+);
+const BETA1_S0: Id = id(
+    "beta1",
+    "2.1.1.1",
+    "eth1",
+    "00:16:3E:EC:A3:E1",
+    "169.254.96.141",
+    true,
+);
+const GAMMA0: Id = id(
+    "gamma0",
+    "2.1.1.0",
+    "eth1",
+    "00:16:3E:5B:78:D5",
+    "169.254.94.223",
+    true,
+);
+const DELTA1: Id = id(
+    "delta1",
+    "2.1.0.1",
+    "eth1",
+    "00:16:3E:1A:C4:45",
+    "169.254.253.216",
+    true,
+);
+const MU2: Id = id(
+    "mu2",
+    "2.1.0.0",
+    "eth1",
+    "00:16:3E:2D:8D:DE",
+    "169.254.119.176",
+    true,
+);
+// S1
+const EPS1_VIRTUAL: Id = id(
+    "eps1",
+    "2.1.1.2",
+    "eth1",
+    "00:16:3E:3C:14:33",
+    "169.254.163.36",
+    true,
+);
+const EPS1: Id = id(
+    "eps1",
+    "2.1.1.1",
+    "eth1",
+    "00:16:3E:3C:14:33",
+    "169.254.163.36",
+    true,
+);
+const BETA2: Id = id(
+    "beta2",
+    "2.0.1.1",
+    "eth1",
+    "00:16:3E:EC:A3:E1",
+    "169.254.96.141",
+    true,
+);
+const BETA1_MIGR01: Id = id(
+    "beta1",
+    "2.1.1.3",
+    "migr01_eth1",
+    "00:16:3E:EE:AF:D1",
+    "169.254.27.218",
+    false,
+);
+// S2
+const BETA3_MIGR01: Id = id(
+    "beta3",
+    "2.0.0.3",
+    "migr01_eth1",
+    "00:16:3E:EE:AF:D1",
+    "169.254.27.218",
+    false,
+);
+const BETA1_MIGR02: Id = id(
+    "beta1",
+    "2.1.3.3",
+    "migr02_eth1",
+    "00:16:3E:BD:34:98",
+    "169.254.42.4",
+    false,
+);
+const GAMMA1: Id = id(
+    "gamma1",
+    "2.0.0.0",
+    "eth1",
+    "00:16:3E:5B:78:D5",
+    "169.254.94.223",
+    true,
+);
+const GAMMA0_MIGR02: Id = id(
+    "gamma0",
+    "2.1.3.0",
+    "migr02_eth1",
+    "00:16:3E:AF:4C:2A",
+    "169.254.24.198",
+    false,
+);
+const EPS2: Id = id(
+    "eps2",
+    "2.0.0.1",
+    "eth1",
+    "00:16:3E:3C:14:33",
+    "169.254.163.36",
+    true,
+);
+const EPS1_MIGR02: Id = id(
+    "eps1",
+    "2.1.3.1",
+    "migr02_eth1",
+    "00:16:3E:3B:9F:45",
+    "169.254.241.153",
+    false,
+);
+const LAMBDA1: Id = id(
+    "lambda1",
+    "2.1.1.0",
+    "eth1",
+    "00:16:3E:06:3E:90",
+    "169.254.109.22",
+    true,
+);
+
+/// A network: identities and qspn arcs `(a, b, cost measured by a, cost measured by b)`.
+struct Net {
+    ids: Vec<Id>,
+    arcs: Vec<(&'static str, &'static str, u64, u64)>,
+}
+
+impl Net {
+    fn index(&self, name: &str) -> usize {
+        self.ids
+            .iter()
+            .position(|i| i.name == name)
+            .unwrap_or_else(|| panic!("no identity {name}"))
+    }
+}
+
+fn topo() -> Topology {
+    "4.2.2.2".parse().unwrap()
+}
+
+/// Options of one identity's computation.
+#[derive(Default)]
+struct Opts {
+    subnet_level: usize,
+    /// Peer MACs whose neighbour is not known yet (no ETP received).
+    unknown: &'static [&'static str],
+}
+
+/// Computes the forwarding state of identity `me` of `net`, with the table ids the spec's
+/// listing gives for each neighbour MAC, and checks tables, rules and marks against it.
+fn check(net: &Net, me: &str, listing: &str, opts: Opts) -> ForwardingState {
+    let t = topo();
+    let expected = section(listing);
+    let nodes: Vec<Node> = net
+        .ids
+        .iter()
+        .map(|i| Node {
+            address: NtkAddress::parse(i.addr, &t).unwrap(),
+        })
+        .collect();
+    // Arc indices per identity, in the order the arcs are listed.
+    let mut next = vec![0u32; net.ids.len()];
+    let mut edges = Vec::new();
+    for (a, b, ca, cb) in &net.arcs {
+        let (a, b) = (net.index(a), net.index(b));
+        edges.push(Edge {
+            a,
+            b,
+            arc_at_a: next[a],
+            arc_at_b: next[b],
+            cost_a: *ca,
+            cost_b: *cb,
+        });
+        next[a] += 1;
+        next[b] += 1;
+    }
+    let m = net.index(me);
+    let my = &net.ids[m];
+    let by_name: BTreeMap<&str, u32> = expected
+        .iter()
+        .map(|(id, tbl)| (tbl.name.as_str(), *id))
+        .collect();
+    let mut arcs = Vec::new();
+    for e in &edges {
+        let (peer, arc) = if e.a == m {
+            (e.b, e.arc_at_a)
+        } else if e.b == m {
+            (e.a, e.arc_at_b)
+        } else {
+            continue;
+        };
+        let p = &net.ids[peer];
+        let mac: MacAddr = p.mac.parse().unwrap();
+        let table = *by_name
+            .get(format!("ntk_from_{mac}").as_str())
+            .unwrap_or_else(|| panic!("{listing}: the spec lists no table for {mac}"));
+        let known = !opts.unknown.contains(&p.mac);
+        arcs.push(Arc {
+            id: arc,
+            dev: my.dev.to_string(),
+            peer_mac: mac,
+            peer_linklocal: p.ll.parse().unwrap(),
+            qspn: Some(QspnArc {
+                table,
+                neighbour: known.then(|| nodes[m].address.coord_of(&nodes[peer].address).unwrap()),
+            }),
+        });
+    }
+    let input = IdentityInput {
+        topology: &t,
+        subnet_level: opts.subnet_level,
+        address: nodes[m].address.clone(),
+        main: my.main,
+        serve_anonymous: true,
+        anonymizer: true,
+        bootstrap_level: None,
+        interfaces: vec![Interface {
+            name: my.dev.into(),
+            linklocal: my.ll.parse().unwrap(),
+        }],
+        arcs,
+        paths: paths_from(&t, &nodes, &edges, m),
+    };
+    let st = compute(&input).unwrap();
+    compare(listing, &st, &expected);
+
+    // Rules: `ntk` for the main identity, `fwmark T` for every table whose neighbour is known.
+    let mut want_rules = BTreeSet::new();
+    if my.main {
+        want_rules.insert(Rule {
+            priority: PRIO_NTK,
+            fwmark: None,
+            table: NTK_TABLE,
+        });
+    }
+    for a in &input.arcs {
+        let q = a.qspn.as_ref().unwrap();
+        if q.neighbour.is_some() {
+            want_rules.insert(Rule {
+                priority: PRIO_FWMARK,
+                fwmark: Some(q.table),
+                table: q.table,
+            });
+        }
+    }
+    assert_eq!(st.rules, want_rules, "{listing}: rules");
+    // Marks: peer MAC → table id, for every forwarding table of the listing.
+    let want_marks: BTreeMap<String, u32> = expected
+        .iter()
+        .filter(|(id, _)| **id != NTK_TABLE)
+        .map(|(id, tbl)| (tbl.name.trim_start_matches("ntk_from_").to_string(), *id))
+        .collect();
+    let got_marks: BTreeMap<String, u32> = st
+        .marks
+        .iter()
+        .map(|(m, id)| (m.to_string(), *id))
+        .collect();
+    assert_eq!(got_marks, want_marks, "{listing}: marks");
+    st
+}
+
+fn compare(listing: &str, st: &ForwardingState, expected: &BTreeMap<u32, ExpectedTable>) {
+    let mut errors = Vec::new();
+    let got_ids: Vec<u32> = st.tables.keys().copied().collect();
+    let want_ids: Vec<u32> = expected.keys().copied().collect();
+    if got_ids != want_ids {
+        errors.push(format!("tables {got_ids:?}, spec lists {want_ids:?}"));
+    }
+    for (id, want) in expected {
+        let Some(got) = st.tables.get(id) else {
+            continue;
+        };
+        if got.name != want.name {
+            errors.push(format!(
+                "table {id} named {}, spec says {}",
+                got.name, want.name
+            ));
+        }
+        for (p, alts) in &want.routes {
+            match got.routes.get(p) {
+                None => errors.push(format!("table {id}: {p} missing")),
+                Some(r) if !alts.contains(r) => {
+                    errors.push(format!("table {id}: {p} is {r:?}, spec: {alts:?}"))
+                }
+                _ => {}
+            }
+        }
+        for p in got.routes.keys().filter(|p| !want.routes.contains_key(p)) {
+            errors.push(format!("table {id}: {p} not in the spec"));
+        }
+    }
+    assert!(errors.is_empty(), "{listing}:\n  {}", errors.join("\n  "));
+}
+
+fn addresses(st: &ForwardingState, dev: &str) -> Vec<String> {
+    st.addresses
+        .iter()
+        .filter(|a| a.dev == dev)
+        .map(|a| a.addr.to_string())
+        .collect()
+}
+
+fn snat_to(st: &ForwardingState) -> Option<String> {
+    st.snat.map(|s| {
+        assert_eq!(s.daddr.to_string(), "10.0.0.64/27");
+        s.to.to_string()
+    })
+}
+
+// ---------------------------------------------------------------------------------------
+// S0: the base network (scenarios.md §3).
+
+fn s0() -> Net {
+    Net {
+        ids: vec![ALPHA1, BETA1_S0, GAMMA0, DELTA1, MU2],
+        arcs: vec![
+            ("alpha1", "beta1", 10000, 10000),
+            ("beta1", "gamma0", 10000, 11000),
+            ("gamma0", "delta1", 11000, 10000),
+            ("delta1", "mu2", 11000, 10000),
+        ],
+    }
+}
+
+#[test]
+fn s0_every_system() {
+    let net = s0();
+    let a = check(&net, "alpha1", "S0 alpha", Opts::default());
+    assert_eq!(
+        addresses(&a, "eth1"),
+        [
+            "169.254.69.30",
+            "10.0.0.18",
+            "10.0.0.82",
+            "10.0.0.58",
+            "10.0.0.50",
+            "10.0.0.40"
+        ]
+    );
+    assert_eq!(addresses(&a, "lo"), ["10.0.0.32"]);
+    assert_eq!(snat_to(&a).as_deref(), Some("10.0.0.18"));
+    let b = check(&net, "beta1", "S0 beta", Opts::default());
+    assert_eq!(
+        addresses(&b, "eth1")[1..],
+        [
+            "10.0.0.23",
+            "10.0.0.87",
+            "10.0.0.63",
+            "10.0.0.51",
+            "10.0.0.41"
+        ]
+    );
+    assert_eq!(snat_to(&b).as_deref(), Some("10.0.0.23"));
+    let g = check(&net, "gamma0", "S0 gamma", Opts::default());
+    assert_eq!(
+        addresses(&g, "eth1")[1..],
+        [
+            "10.0.0.22",
+            "10.0.0.86",
+            "10.0.0.62",
+            "10.0.0.50",
+            "10.0.0.40"
+        ]
+    );
+    let d = check(&net, "delta1", "S0 delta", Opts::default());
+    assert_eq!(
+        addresses(&d, "eth1")[1..],
+        [
+            "10.0.0.21",
+            "10.0.0.85",
+            "10.0.0.61",
+            "10.0.0.49",
+            "10.0.0.41"
+        ]
+    );
+    assert_eq!(snat_to(&d).as_deref(), Some("10.0.0.21"));
+    let m = check(&net, "mu2", "S0 mu", Opts::default());
+    assert_eq!(
+        addresses(&m, "eth1")[1..],
+        [
+            "10.0.0.20",
+            "10.0.0.84",
+            "10.0.0.60",
+            "10.0.0.48",
+            "10.0.0.40"
+        ]
+    );
+    // Main routes: one host route per neighbour link-local.
+    let routes: Vec<String> = b
+        .neighbour_routes
+        .iter()
+        .map(|r| format!("{} dev {} src {}", r.dst, r.dev, r.src))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "169.254.69.30 dev eth1 src 169.254.96.141",
+            "169.254.94.223 dev eth1 src 169.254.96.141"
+        ]
+    );
+}
+
+#[test]
+fn s0_eps_alone() {
+    const EPS0: Id = id(
+        "eps0",
+        "3.1.0.0",
+        "eth1",
+        "00:16:3E:3C:14:33",
+        "169.254.163.36",
+        true,
+    );
+    let net = Net {
+        ids: vec![EPS0],
+        arcs: vec![],
+    };
+    let e = check(&net, "eps0", "S0 eps", Opts::default());
+    assert_eq!(
+        addresses(&e, "eth1")[1..],
+        [
+            "10.0.0.28",
+            "10.0.0.92",
+            "10.0.0.60",
+            "10.0.0.48",
+            "10.0.0.40"
+        ]
+    );
+    assert_eq!(snat_to(&e).as_deref(), Some("10.0.0.28"));
+    assert!(e.marks.is_empty() && e.neighbour_routes.is_empty());
+}
+
+// ---------------------------------------------------------------------------------------
+// S1: migration for entry, case 1 (scenarios.md §4).
+
+/// S1-A: ε₁ `2·1·1·2` right after `enter_net_phase_1`: β₁ not known yet.
+#[test]
+fn s1_a_eps_after_phase_1() {
+    let t = topo();
+    let eps = NtkAddress::parse("2.1.1.2", &t).unwrap();
+    let beta: MacAddr = "00:16:3E:EC:A3:E1".parse().unwrap();
+    let input = IdentityInput {
+        topology: &t,
+        subnet_level: 0,
+        address: eps,
+        main: true,
+        serve_anonymous: true,
+        anonymizer: true,
+        bootstrap_level: Some(1),
+        interfaces: vec![Interface {
+            name: "eth1".into(),
+            linklocal: "169.254.163.36".parse().unwrap(),
+        }],
+        arcs: vec![Arc {
+            id: 0,
+            dev: "eth1".into(),
+            peer_mac: beta,
+            peer_linklocal: "169.254.96.141".parse().unwrap(),
+            qspn: Some(QspnArc {
+                table: 250,
+                neighbour: None,
+            }),
+        }],
+        paths: BTreeMap::new(),
+    };
+    let st = compute(&input).unwrap();
+    let want =
+        ".0/29 .64/29 .8/29 .72/29 .24/29 .88/29 .16/30 .80/30 .56/30 .20/31 .84/31 .60/31 .48/31 \
+                .22/32 .86/32 .62/32 .50/32 .40/32 .23/32 .87/32 .63/32 .51/32 .41/32";
+    let want: BTreeSet<Ipv4Prefix> = want
+        .split_whitespace()
+        .map(|p| format!("10.0.0{p}").parse().unwrap())
+        .collect();
+    for id in [251, 250] {
+        let tbl = &st.tables[&id];
+        assert_eq!(
+            tbl.routes.keys().copied().collect::<BTreeSet<_>>(),
+            want,
+            "table {id}"
+        );
+        assert!(
+            tbl.routes.values().all(|r| *r == Route::Unreachable),
+            "table {id}: all unreachable"
+        );
+    }
+    assert_eq!(st.rules.len(), 1, "only `lookup 251`: {:?}", st.rules);
+    assert_eq!(st.marks.get(&beta), Some(&250));
+    assert_eq!(
+        addresses(&st, "eth1"),
+        ["169.254.163.36"],
+        "link-local only"
+    );
+    assert_eq!(snat_to(&st), None, "no SNAT while virtual");
+}
+
+fn s1_b() -> Net {
+    let mut net = s0();
+    net.ids.push(EPS1_VIRTUAL);
+    net.arcs.push(("beta1", "eps1", 10000, 10000));
+    net
+}
+
+#[test]
+fn s1_b_eps_and_beta() {
+    let net = s1_b();
+    let e = check(&net, "eps1", "S1-B eps", Opts::default());
+    assert_eq!(
+        addresses(&e, "eth1"),
+        ["169.254.163.36"],
+        "ε₁ is still virtual: no own IPs"
+    );
+    check(&net, "beta1", "S1-B beta", Opts::default());
+}
+
+/// S1-C: after migr01, ε's phase 2 and the outer-arc removal.
+fn s1_c() -> Net {
+    Net {
+        ids: vec![ALPHA1, BETA2, BETA1_MIGR01, GAMMA0, DELTA1, MU2, EPS1],
+        arcs: vec![
+            ("alpha1", "beta2", 10000, 10000),
+            ("beta2", "gamma0", 10000, 11000),
+            ("beta2", "eps1", 10000, 10000),
+            ("beta1", "gamma0", 10000, 11000),
+            ("beta1", "eps1", 10000, 10000),
+            ("gamma0", "delta1", 11000, 10000),
+            ("delta1", "mu2", 11000, 10000),
+        ],
+    }
+}
+
+#[test]
+fn s1_c_every_system() {
+    let net = s1_c();
+    let e = check(&net, "eps1", "S1-C eps", Opts::default());
+    assert_eq!(
+        addresses(&e, "eth1"),
+        [
+            "169.254.163.36",
+            "10.0.0.23",
+            "10.0.0.87",
+            "10.0.0.63",
+            "10.0.0.51",
+            "10.0.0.41"
+        ]
+    );
+    assert_eq!(snat_to(&e).as_deref(), Some("10.0.0.23"));
+    let b2 = check(&net, "beta2", "S1-C beta default", Opts::default());
+    assert_eq!(
+        addresses(&b2, "eth1")[1..],
+        [
+            "10.0.0.19",
+            "10.0.0.83",
+            "10.0.0.59",
+            "10.0.0.51",
+            "10.0.0.41"
+        ]
+    );
+    assert_eq!(snat_to(&b2).as_deref(), Some("10.0.0.19"));
+    let b1 = check(&net, "beta1", "S1-C beta migr01", Opts::default());
+    assert_eq!(
+        addresses(&b1, "migr01_eth1"),
+        ["169.254.27.218"],
+        "connectivity identity: link-local only"
+    );
+    assert!(!b1.tables.contains_key(&251) && b1.snat.is_none() && b1.netmap.is_empty());
+    let routes: Vec<String> = b1
+        .neighbour_routes
+        .iter()
+        .map(|r| format!("{} dev {}", r.dst, r.dev))
+        .collect();
+    assert_eq!(
+        routes,
+        [
+            "169.254.94.223 dev migr01_eth1",
+            "169.254.163.36 dev migr01_eth1"
+        ]
+    );
+    check(&net, "gamma0", "S1-C gamma", Opts::default());
+    check(&net, "alpha1", "S1-C alpha", Opts::default());
+}
+
+// ---------------------------------------------------------------------------------------
+// S2: migration for entry, case 2, with λ as autonomous-subnet gateway (scenarios.md §5).
+
+/// S2-A: λ₀ `1·1·0·0` alone, `-s 1`.
+#[test]
+fn s2_a_lambda_after_init() {
+    let t = topo();
+    let input = IdentityInput {
+        topology: &t,
+        subnet_level: 1,
+        address: NtkAddress::parse("1.1.0.0", &t).unwrap(),
+        main: true,
+        serve_anonymous: true,
+        anonymizer: true,
+        bootstrap_level: None,
+        interfaces: vec![Interface {
+            name: "eth1".into(),
+            linklocal: "169.254.109.22".parse().unwrap(),
+        }],
+        arcs: vec![],
+        paths: BTreeMap::new(),
+    };
+    let st = compute(&input).unwrap();
+    let want: Vec<String> =
+        ".0/29 .64/29 .16/29 .80/29 .24/29 .88/29 .8/30 .72/30 .56/30 .14/31 .78/31 .62/31 .50/31"
+            .split_whitespace()
+            .map(|p| format!("10.0.0{p}"))
+            .collect();
+    let mut want_sorted: Vec<Ipv4Prefix> = want.iter().map(|p| p.parse().unwrap()).collect();
+    want_sorted.sort();
+    let ntk = &st.tables[&251];
+    assert_eq!(ntk.routes.keys().copied().collect::<Vec<_>>(), want_sorted);
+    assert!(ntk.routes.values().all(|r| *r == Route::Unreachable));
+    assert_eq!(
+        addresses(&st, "eth1")[1..],
+        [
+            "10.0.0.12",
+            "10.0.0.76",
+            "10.0.0.60",
+            "10.0.0.48",
+            "10.0.0.40"
+        ]
+    );
+    assert_eq!(snat_to(&st).as_deref(), Some("10.0.0.12"));
+    let nm: Vec<String> = st
+        .netmap
+        .iter()
+        .map(|r| format!("{} {}", r.daddr, r.to).replace("10.0.0", ""))
+        .collect();
+    assert_eq!(
+        nm,
+        [
+            ".48/31 .40/31",
+            ".48/30 .48/31",
+            ".60/31 .40/31",
+            ".56/29 .60/31",
+            ".12/31 .40/31",
+            ".0/27 .12/31",
+            ".76/31 .40/31",
+            ".64/27 .12/31"
+        ]
+    );
+}
+
+/// S2-B: λ₁ `2·1·2·0` right after `enter_net_phase_1`.
+#[test]
+fn s2_b_lambda_after_phase_1() {
+    let t = topo();
+    let eps: MacAddr = "00:16:3E:3C:14:33".parse().unwrap();
+    let input = IdentityInput {
+        topology: &t,
+        subnet_level: 1,
+        address: NtkAddress::parse("2.1.2.0", &t).unwrap(),
+        main: true,
+        serve_anonymous: true,
+        anonymizer: true,
+        bootstrap_level: Some(1),
+        interfaces: vec![Interface {
+            name: "eth1".into(),
+            linklocal: "169.254.109.22".parse().unwrap(),
+        }],
+        arcs: vec![Arc {
+            id: 0,
+            dev: "eth1".into(),
+            peer_mac: eps,
+            peer_linklocal: "169.254.163.36".parse().unwrap(),
+            qspn: Some(QspnArc {
+                table: 250,
+                neighbour: None,
+            }),
+        }],
+        paths: BTreeMap::new(),
+    };
+    let st = compute(&input).unwrap();
+    let want: BTreeSet<Ipv4Prefix> = ".0/29 .64/29 .8/29 .72/29 .24/29 .88/29 .16/30 .80/30 .56/30 .20/31 .84/31 .60/31 .48/31 .22/31 .86/31 .62/31 .50/31"
+        .split_whitespace()
+        .map(|p| format!("10.0.0{p}").parse().unwrap())
+        .collect();
+    for id in [251, 250] {
+        assert_eq!(
+            st.tables[&id]
+                .routes
+                .keys()
+                .copied()
+                .collect::<BTreeSet<_>>(),
+            want
+        );
+        assert!(st.tables[&id]
+            .routes
+            .values()
+            .all(|r| *r == Route::Unreachable));
+    }
+    assert_eq!(
+        addresses(&st, "eth1"),
+        ["169.254.109.22", "10.0.0.40"],
+        "only internal level 1 stays"
+    );
+    assert!(st.snat.is_none() && st.netmap.is_empty(), "no NAT at all");
+    assert_eq!(st.rules.len(), 1);
+}
+
+/// S2-C / S2-D: the final network.
+fn s2_final() -> Net {
+    Net {
+        ids: vec![
+            ALPHA1,
+            BETA2,
+            BETA3_MIGR01,
+            BETA1_MIGR02,
+            GAMMA1,
+            GAMMA0_MIGR02,
+            EPS2,
+            EPS1_MIGR02,
+            DELTA1,
+            MU2,
+            LAMBDA1,
+        ],
+        arcs: vec![
+            ("alpha1", "beta2", 10000, 10000),
+            ("beta2", "gamma1", 10000, 11000),
+            ("beta3", "gamma1", 10000, 11000),
+            ("beta1", "gamma0", 10000, 11000),
+            ("beta2", "eps2", 10000, 10000),
+            ("beta3", "eps2", 10000, 10000),
+            ("beta1", "eps1", 10000, 10000),
+            ("gamma1", "delta1", 11000, 10000),
+            ("gamma0", "delta1", 11000, 10000),
+            ("delta1", "mu2", 11000, 10000),
+            ("eps2", "lambda1", 10000, 10000),
+            ("eps1", "lambda1", 10000, 10000),
+        ],
+    }
+}
+
+#[test]
+fn s2_c_eps_both_namespaces() {
+    let net = s2_final();
+    let e2 = check(&net, "eps2", "S2-C eps default", Opts::default());
+    assert_eq!(
+        addresses(&e2, "eth1"),
+        [
+            "169.254.163.36",
+            "10.0.0.17",
+            "10.0.0.81",
+            "10.0.0.57",
+            "10.0.0.49",
+            "10.0.0.41"
+        ]
+    );
+    assert_eq!(snat_to(&e2).as_deref(), Some("10.0.0.17"));
+    let e1 = check(&net, "eps1", "S2-C eps migr02", Opts::default());
+    // `.40/32` belongs to D(2·1·3·1) although the docs omit it (lifecycle.md §18 item 11).
+    assert!(e1.tables[&247]
+        .routes
+        .contains_key(&"10.0.0.40/32".parse().unwrap()));
+    let routes: Vec<String> = e1
+        .neighbour_routes
+        .iter()
+        .map(|r| r.dst.to_string())
+        .collect();
+    assert_eq!(routes, ["169.254.42.4", "169.254.109.22"]);
+}
+
+#[test]
+fn s2_d_lambda_final() {
+    let net = s2_final();
+    let l = check(
+        &net,
+        "lambda1",
+        "S2-D lambda",
+        Opts {
+            subnet_level: 1,
+            ..Default::default()
+        },
+    );
+    assert_eq!(
+        addresses(&l, "eth1")[1..],
+        [
+            "10.0.0.22",
+            "10.0.0.86",
+            "10.0.0.62",
+            "10.0.0.50",
+            "10.0.0.40"
+        ]
+    );
+    assert_eq!(snat_to(&l).as_deref(), Some("10.0.0.22"));
+    let nm: Vec<String> = l
+        .netmap
+        .iter()
+        .map(|r| format!("{} {}", r.daddr, r.to).replace("10.0.0", ""))
+        .collect();
+    assert_eq!(
+        nm,
+        [
+            ".50/31 .40/31",
+            ".48/30 .50/31",
+            ".62/31 .40/31",
+            ".56/29 .62/31",
+            ".22/31 .40/31",
+            ".0/27 .22/31",
+            ".86/31 .40/31",
+            ".64/27 .22/31"
+        ]
+    );
+}
