@@ -6,6 +6,7 @@ pub mod ipv4;
 pub mod naddr;
 pub mod nat;
 pub mod prefix;
+pub mod report;
 pub mod topology;
 
 pub use destinations::{destinations, DestKind, Destination};

@@ -57,7 +57,7 @@ impl Ipv4Prefix {
     pub fn addr(&self) -> Ipv4Addr {
         self.addr
     }
-    pub fn len(&self) -> u8 {
+    pub fn prefix_len(&self) -> u8 {
         self.len
     }
     pub fn is_host(&self) -> bool {
@@ -129,7 +129,7 @@ mod tests {
         let q: Ipv4Prefix = "10.0.0.48/30".parse().unwrap();
         assert!(!p.overlaps(&q));
         assert!("10.0.0.0/26".parse::<Ipv4Prefix>().unwrap().overlaps(&q));
-        assert_eq!("10.0.0.7".parse::<Ipv4Prefix>().unwrap().len(), 32);
+        assert_eq!("10.0.0.7".parse::<Ipv4Prefix>().unwrap().prefix_len(), 32);
         assert!(matches!(
             "10.0.0.65/27".parse::<Ipv4Prefix>(),
             Err(PrefixError::HostBits(..))

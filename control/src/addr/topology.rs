@@ -55,7 +55,7 @@ impl Topology {
             gexp.push(gsize.trailing_zeros());
         }
         let bits: u32 = gexp.iter().sum();
-        let host = 32 - base.len() as u32;
+        let host = 32 - base.prefix_len() as u32;
         if bits + 2 > host {
             return Err(TopologyError::TooManyBits { bits, host, base });
         }

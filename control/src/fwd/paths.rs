@@ -74,7 +74,7 @@ pub fn paths_from(
     found
         .into_iter()
         .map(|(hc, mut v)| {
-            v.sort_by(|x, y| (x.0, x.1, x.2).cmp(&(y.0, y.1, y.2)));
+            v.sort_by_key(|x| (x.0, x.1, x.2));
             // Keep the best walk per (first arc, hop list).
             let mut seen = Vec::new();
             let paths = v

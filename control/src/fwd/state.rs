@@ -323,3 +323,259 @@ fn validate(input: &IdentityInput) -> Result<(), StateError> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t() -> Topology {
+        "4.2.2.2".parse().unwrap()
+    }
+    fn hc(lvl: usize, pos: u32) -> HCoord {
+        HCoord { lvl, pos }
+    }
+    fn ip(s: &str) -> Ipv4Addr {
+        s.parse().unwrap()
+    }
+    fn p(s: &str) -> Ipv4Prefix {
+        s.parse().unwrap()
+    }
+    fn arc(id: u32, mac: &str, ll: &str, table: u32, nb: Option<HCoord>) -> Arc {
+        Arc {
+            id,
+            dev: "eth1".into(),
+            peer_mac: mac.parse().unwrap(),
+            peer_linklocal: ip(ll),
+            qspn: Some(QspnArc {
+                table,
+                neighbour: nb,
+            }),
+        }
+    }
+    fn input<'a>(
+        t: &'a Topology,
+        addr: &str,
+        arcs: Vec<Arc>,
+        paths: BTreeMap<HCoord, Vec<Path>>,
+    ) -> IdentityInput<'a> {
+        IdentityInput {
+            topology: t,
+            subnet_level: 0,
+            address: NtkAddress::parse(addr, t).unwrap(),
+            main: true,
+            serve_anonymous: false,
+            anonymizer: true,
+            bootstrap_level: None,
+            interfaces: vec![Interface {
+                name: "eth1".into(),
+                linklocal: ip("169.254.1.1"),
+            }],
+            arcs,
+            paths,
+        }
+    }
+
+    /// Eventi2: β₁ still virtual at level 0 routes `10.0.0.22/32` without `src`; once real
+    /// (2·1·1·1) the same route carries `src 10.0.0.23`.
+    #[test]
+    fn src_appears_only_with_the_own_address() {
+        let t = t();
+        let arcs = vec![arc(
+            0,
+            "00:16:3E:5B:78:D5",
+            "169.254.94.223",
+            250,
+            Some(hc(0, 0)),
+        )];
+        let paths = BTreeMap::from([(
+            hc(0, 0),
+            vec![Path {
+                arc: 0,
+                hops: vec![hc(0, 0)],
+                cost: 1,
+            }],
+        )]);
+        let virt = compute(&input(&t, "2.1.1.2", arcs.clone(), paths.clone())).unwrap();
+        let r = &virt.tables[&NTK_TABLE].routes[&p("10.0.0.22/32")];
+        assert_eq!(
+            *r,
+            Route::Via {
+                gw: ip("169.254.94.223"),
+                dev: "eth1".into(),
+                src: None
+            }
+        );
+        let real = compute(&input(&t, "2.1.1.1", arcs, paths)).unwrap();
+        let ntk = &real.tables[&NTK_TABLE].routes;
+        let src = |pfx: &str| match &ntk[&p(pfx)] {
+            Route::Via { src, .. } => *src,
+            other => panic!("{pfx}: {other:?}"),
+        };
+        assert_eq!(src("10.0.0.22/32"), Some(ip("10.0.0.23")));
+        assert_eq!(
+            src("10.0.0.86/32"),
+            Some(ip("10.0.0.23")),
+            "anonymizing prefix: src = own global"
+        );
+        assert_eq!(src("10.0.0.62/32"), Some(ip("10.0.0.63")));
+        assert_eq!(src("10.0.0.50/32"), Some(ip("10.0.0.51")));
+        assert_eq!(src("10.0.0.40/32"), Some(ip("10.0.0.41")));
+        // Forwarding tables never carry src.
+        assert!(real.tables[&250]
+            .routes
+            .values()
+            .all(|r| !matches!(r, Route::Via { src: Some(_), .. })));
+    }
+
+    #[test]
+    fn cheapest_path_wins_and_equal_costs_keep_input_order() {
+        let t = t();
+        let arcs = vec![
+            arc(0, "02:00:00:00:00:01", "169.254.0.1", 250, Some(hc(1, 0))),
+            arc(1, "02:00:00:00:00:02", "169.254.0.2", 249, Some(hc(2, 0))),
+        ];
+        let paths = BTreeMap::from([(
+            hc(3, 0),
+            vec![
+                Path {
+                    arc: 0,
+                    hops: vec![hc(1, 0), hc(3, 0)],
+                    cost: 30,
+                },
+                Path {
+                    arc: 1,
+                    hops: vec![hc(2, 0), hc(3, 0)],
+                    cost: 20,
+                },
+            ],
+        )]);
+        let st = compute(&input(&t, "3.1.1.1", arcs, paths)).unwrap();
+        let gw = |table: u32| match &st.tables[&table].routes[&p("10.0.0.0/29")] {
+            Route::Via { gw, .. } => gw.to_string(),
+            r => format!("{r:?}"),
+        };
+        assert_eq!(gw(NTK_TABLE), "169.254.0.2", "cost 20 beats 30");
+        // Table of the neighbour at (2,0): the cheaper path contains (2,0), take the other.
+        assert_eq!(gw(249), "169.254.0.1");
+        assert_eq!(gw(250), "169.254.0.2");
+    }
+
+    #[test]
+    fn bootstrap_ignores_paths_at_and_above_the_guest_level() {
+        let t = t();
+        let arcs = vec![arc(
+            0,
+            "02:00:00:00:00:01",
+            "169.254.0.1",
+            250,
+            Some(hc(0, 0)),
+        )];
+        let paths = BTreeMap::from([
+            (
+                hc(0, 0),
+                vec![Path {
+                    arc: 0,
+                    hops: vec![hc(0, 0)],
+                    cost: 1,
+                }],
+            ),
+            (
+                hc(2, 0),
+                vec![Path {
+                    arc: 0,
+                    hops: vec![hc(0, 0), hc(2, 0)],
+                    cost: 2,
+                }],
+            ),
+        ]);
+        let mut i = input(&t, "2.1.1.1", arcs, paths);
+        i.bootstrap_level = Some(1);
+        let st = compute(&i).unwrap();
+        let ntk = &st.tables[&NTK_TABLE].routes;
+        assert!(
+            matches!(ntk[&p("10.0.0.22/32")], Route::Via { .. }),
+            "level 0 < g: trusted"
+        );
+        assert_eq!(
+            ntk[&p("10.0.0.16/30")],
+            Route::Unreachable,
+            "level 2 ≥ g: still bootstrapping"
+        );
+    }
+
+    #[test]
+    fn paths_over_non_qspn_arcs_and_to_virtual_destinations_are_ignored() {
+        let t = t();
+        let mut plain = arc(1, "02:00:00:00:00:09", "169.254.0.9", 0, None);
+        plain.qspn = None;
+        let arcs = vec![
+            arc(0, "02:00:00:00:00:01", "169.254.0.1", 250, Some(hc(0, 0))),
+            plain,
+        ];
+        let paths = BTreeMap::from([
+            (
+                hc(2, 0),
+                vec![Path {
+                    arc: 1,
+                    hops: vec![hc(2, 0)],
+                    cost: 1,
+                }],
+            ),
+            (
+                hc(0, 3),
+                vec![Path {
+                    arc: 0,
+                    hops: vec![hc(0, 3)],
+                    cost: 1,
+                }],
+            ),
+        ]);
+        let st = compute(&input(&t, "2.1.1.1", arcs, paths)).unwrap();
+        assert_eq!(
+            st.tables[&NTK_TABLE].routes[&p("10.0.0.16/30")],
+            Route::Unreachable
+        );
+        assert_eq!(st.tables.len(), 2, "no table for a non-qspn arc");
+        assert_eq!(st.marks.len(), 1);
+        assert_eq!(
+            st.neighbour_routes.len(),
+            2,
+            "every identity arc gets its host route"
+        );
+    }
+
+    #[test]
+    fn bad_inputs_are_named() {
+        let t = t();
+        let mut a = arc(0, "02:00:00:00:00:01", "169.254.0.1", 250, None);
+        a.dev = "eth9".into();
+        assert_eq!(
+            compute(&input(&t, "2.1.1.1", vec![a], BTreeMap::new())).unwrap_err(),
+            StateError::UnknownInterface {
+                arc: 0,
+                dev: "eth9".into()
+            }
+        );
+        let dup = vec![
+            arc(0, "02:00:00:00:00:01", "169.254.0.1", 250, None),
+            arc(0, "02:00:00:00:00:02", "169.254.0.2", 249, None),
+        ];
+        assert_eq!(
+            compute(&input(&t, "2.1.1.1", dup, BTreeMap::new())).unwrap_err(),
+            StateError::DuplicateArc(0)
+        );
+        let shared = vec![
+            arc(0, "02:00:00:00:00:01", "169.254.0.1", 250, None),
+            arc(1, "02:00:00:00:00:02", "169.254.0.2", 250, None),
+        ];
+        assert!(matches!(
+            compute(&input(&t, "2.1.1.1", shared, BTreeMap::new())),
+            Err(StateError::SharedTable { table: 250, .. })
+        ));
+        let reserved = vec![arc(0, "02:00:00:00:00:01", "169.254.0.1", 251, None)];
+        assert!(matches!(
+            compute(&input(&t, "2.1.1.1", reserved, BTreeMap::new())),
+            Err(StateError::ReservedTable { .. })
+        ));
+    }
+}
