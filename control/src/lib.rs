@@ -9,3 +9,4 @@ pub mod classifier;
 pub mod fwd;
 pub mod mac;
 pub mod netns;
+pub mod plan;
