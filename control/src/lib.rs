@@ -7,6 +7,7 @@
 pub mod addr;
 pub mod classifier;
 pub mod fwd;
+pub mod kernel;
 pub mod mac;
 pub mod netns;
 pub mod plan;

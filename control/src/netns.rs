@@ -37,8 +37,15 @@ impl Netns {
     /// Runs `f` on a fresh thread inside this namespace and returns its result.
     /// A panic in `f` is propagated to the caller.
     pub fn run<T: Send>(&self, f: impl FnOnce() -> T + Send) -> Result<T, NetnsError> {
+        // Even the current namespace gets a fresh thread: callers may be on a tokio worker,
+        // where the closure could not start a runtime of its own.
         let name = match self {
-            Netns::Current => return Ok(f()),
+            Netns::Current => {
+                return Ok(std::thread::scope(|s| match s.spawn(f).join() {
+                    Ok(v) => v,
+                    Err(panic) => std::panic::resume_unwind(panic),
+                }))
+            }
             Netns::Named(n) => n,
         };
         let path = PathBuf::from(NETNS_RUN_DIR).join(name);

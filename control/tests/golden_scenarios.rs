@@ -14,7 +14,7 @@ use ntkplane::{
     addr::{Ipv4Prefix, NtkAddress, Topology},
     fwd::{
         compute,
-        paths::{paths_from, Edge, Node},
+        network::{arc, identity, InputOptions, Network},
         state::{PRIO_FWMARK, PRIO_NTK},
         Arc, ForwardingState, IdentityInput, Interface, QspnArc, Route, Rule, NTK_TABLE,
     },
@@ -280,14 +280,6 @@ struct Net {
     arcs: Vec<(&'static str, &'static str, u64, u64)>,
 }
 
-impl Net {
-    fn index(&self, name: &str) -> usize {
-        self.ids
-            .iter()
-            .position(|i| i.name == name)
-            .unwrap_or_else(|| panic!("no identity {name}"))
-    }
-}
 
 fn topo() -> Topology {
     "4.2.2.2".parse().unwrap()
@@ -301,101 +293,48 @@ struct Opts {
     unknown: &'static [&'static str],
 }
 
+impl Net {
+    fn network(&self) -> Network {
+        let t = topo();
+        Network {
+            identities: self.ids.iter().map(|i| identity(&t, i.name, i.addr, i.dev, i.mac, i.ll, i.main)).collect(),
+            arcs: self.arcs.iter().map(|(a, b, ca, cb)| arc(a, b, *ca, *cb)).collect(),
+            topology: t,
+        }
+    }
+}
+
 /// Computes the forwarding state of identity `me` of `net`, with the table ids the spec's
 /// listing gives for each neighbour MAC, and checks tables, rules and marks against it.
 fn check(net: &Net, me: &str, listing: &str, opts: Opts) -> ForwardingState {
-    let t = topo();
     let expected = section(listing);
-    let nodes: Vec<Node> = net
-        .ids
-        .iter()
-        .map(|i| Node {
-            address: NtkAddress::parse(i.addr, &t).unwrap(),
-        })
-        .collect();
-    // Arc indices per identity, in the order the arcs are listed.
-    let mut next = vec![0u32; net.ids.len()];
-    let mut edges = Vec::new();
-    for (a, b, ca, cb) in &net.arcs {
-        let (a, b) = (net.index(a), net.index(b));
-        edges.push(Edge {
-            a,
-            b,
-            arc_at_a: next[a],
-            arc_at_b: next[b],
-            cost_a: *ca,
-            cost_b: *cb,
-        });
-        next[a] += 1;
-        next[b] += 1;
-    }
-    let m = net.index(me);
-    let my = &net.ids[m];
-    let by_name: BTreeMap<&str, u32> = expected
-        .iter()
-        .map(|(id, tbl)| (tbl.name.as_str(), *id))
-        .collect();
-    let mut arcs = Vec::new();
-    for e in &edges {
-        let (peer, arc) = if e.a == m {
-            (e.b, e.arc_at_a)
-        } else if e.b == m {
-            (e.a, e.arc_at_b)
-        } else {
-            continue;
-        };
-        let p = &net.ids[peer];
-        let mac: MacAddr = p.mac.parse().unwrap();
-        let table = *by_name
-            .get(format!("ntk_from_{mac}").as_str())
-            .unwrap_or_else(|| panic!("{listing}: the spec lists no table for {mac}"));
-        let known = !opts.unknown.contains(&p.mac);
-        arcs.push(Arc {
-            id: arc,
-            dev: my.dev.to_string(),
-            peer_mac: mac,
-            peer_linklocal: p.ll.parse().unwrap(),
-            qspn: Some(QspnArc {
-                table,
-                neighbour: known.then(|| nodes[m].address.coord_of(&nodes[peer].address).unwrap()),
-            }),
-        });
-    }
-    let input = IdentityInput {
-        topology: &t,
+    let network = net.network();
+    let by_name: BTreeMap<String, u32> = expected.iter().map(|(id, tbl)| (tbl.name.clone(), *id)).collect();
+    let table = |mac: MacAddr| {
+        *by_name
+            .get(&format!("ntk_from_{mac}"))
+            .unwrap_or_else(|| panic!("{listing}: the spec lists no table for {mac}"))
+    };
+    let options = InputOptions {
         subnet_level: opts.subnet_level,
-        address: nodes[m].address.clone(),
-        main: my.main,
         serve_anonymous: true,
         anonymizer: true,
-        bootstrap_level: None,
-        interfaces: vec![Interface {
-            name: my.dev.into(),
-            linklocal: my.ll.parse().unwrap(),
-        }],
-        arcs,
-        paths: paths_from(&t, &nodes, &edges, m),
+        unknown: opts.unknown.iter().map(|m| m.parse().unwrap()).collect(),
     };
+    let input = network.input(me, table, &options).expect("identity in the network");
+    let my_main = input.main;
     let st = compute(&input).unwrap();
     compare(listing, &st, &expected);
 
     // Rules: `ntk` for the main identity, `fwmark T` for every table whose neighbour is known.
     let mut want_rules = BTreeSet::new();
-    if my.main {
-        want_rules.insert(Rule {
-            priority: PRIO_NTK,
-            fwmark: None,
-            table: NTK_TABLE,
-        });
+    if my_main {
+        want_rules.insert(Rule { priority: PRIO_NTK, fwmark: None, table: NTK_TABLE });
     }
     for a in &input.arcs {
         let q = a.qspn.as_ref().unwrap();
         if q.neighbour.is_some() {
-            want_rules.insert(Rule {
-                priority: PRIO_FWMARK,
-                fwmark: Some(q.table),
-                table: q.table,
-            });
+            want_rules.insert(Rule { priority: PRIO_FWMARK, fwmark: Some(q.table), table: q.table });
         }
     }
     assert_eq!(st.rules, want_rules, "{listing}: rules");
@@ -405,11 +344,7 @@ fn check(net: &Net, me: &str, listing: &str, opts: Opts) -> ForwardingState {
         .filter(|(id, _)| **id != NTK_TABLE)
         .map(|(id, tbl)| (tbl.name.trim_start_matches("ntk_from_").to_string(), *id))
         .collect();
-    let got_marks: BTreeMap<String, u32> = st
-        .marks
-        .iter()
-        .map(|(m, id)| (m.to_string(), *id))
-        .collect();
+    let got_marks: BTreeMap<String, u32> = st.marks.iter().map(|(m, id)| (m.to_string(), *id)).collect();
     assert_eq!(got_marks, want_marks, "{listing}: marks");
     st
 }

@@ -1,0 +1,148 @@
+//! The one place that talks to nftables: ntkplane's own table `ip ntkplane` in the current
+//! thread's namespace. Structural changes are one atomic `nft -f -` transaction (declare,
+//! delete, re-create: a failed script changes nothing); state is read back with
+//! `nft -j list table` into the canonical [`NatState`] (the `nftables` crate cannot parse
+//! prefix-NAT rules, so the JSON is read as plain values). No other table is touched.
+use std::{
+    io::Write,
+    process::{Command, Stdio},
+};
+
+use serde_json::Value;
+
+use crate::{
+    addr::Ipv4Prefix,
+    plan::nat::{NatState, NFT_TABLE},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum NftError {
+    #[error("cannot run nft: {0} (is the nftables package installed?)")]
+    Spawn(#[source] std::io::Error),
+    #[error("nft failed: {0}")]
+    Failed(String),
+    #[error("cannot read nft's JSON: {0}")]
+    Parse(String),
+}
+
+fn run(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String), NftError> {
+    let mut c = Command::new("nft")
+        .args(args)
+        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(NftError::Spawn)?;
+    if let Some(s) = stdin {
+        c.stdin.take().unwrap().write_all(s.as_bytes()).map_err(NftError::Spawn)?;
+    }
+    let out = c.wait_with_output().map_err(NftError::Spawn)?;
+    Ok((
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    ))
+}
+
+/// Replaces ntkplane's table by `nat` in one transaction; an empty state removes it.
+pub fn apply(nat: &NatState) -> Result<(), NftError> {
+    // `table` declares it (no-op if present) so that `delete` never fails.
+    let mut script = format!("table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n");
+    if !nat.is_empty() {
+        script.push_str(&nat.render());
+    }
+    let (ok, _, err) = run(&["-f", "-"], Some(&script))?;
+    if !ok {
+        return Err(NftError::Failed(format!("{}\n--- script ---\n{script}", err.trim())));
+    }
+    Ok(())
+}
+
+/// Reads ntkplane's table back (empty state when it does not exist).
+pub fn observe() -> Result<NatState, NftError> {
+    let (ok, out, err) = run(&["-j", "list", "table", "ip", NFT_TABLE], None)?;
+    if !ok {
+        if err.contains("No such file or directory") {
+            return Ok(NatState::default());
+        }
+        return Err(NftError::Failed(err.trim().to_string()));
+    }
+    parse(&out)
+}
+
+/// The raw JSON ruleset of ntkplane's table, for tests and `show` commands.
+pub fn list_json() -> Result<Option<Value>, NftError> {
+    let (ok, out, _) = run(&["-j", "list", "table", "ip", NFT_TABLE], None)?;
+    if !ok {
+        return Ok(None);
+    }
+    serde_json::from_str(&out).map(Some).map_err(|e| NftError::Parse(e.to_string()))
+}
+
+fn prefix_of(v: &Value) -> Option<Ipv4Prefix> {
+    if let Some(p) = v.get("prefix") {
+        let addr = p.get("addr")?.as_str()?;
+        let len = p.get("len")?.as_u64()?;
+        return format!("{addr}/{len}").parse().ok();
+    }
+    v.as_str()?.parse().ok()
+}
+
+/// Parses `nft -j list table ip ntkplane` into the canonical state.
+pub fn parse(json: &str) -> Result<NatState, NftError> {
+    let v: Value = serde_json::from_str(json).map_err(|e| NftError::Parse(e.to_string()))?;
+    let objs = v["nftables"].as_array().ok_or_else(|| NftError::Parse("no nftables array".into()))?;
+    let mut maps: std::collections::BTreeMap<String, Vec<(Ipv4Prefix, Ipv4Prefix)>> = Default::default();
+    for o in objs {
+        if let Some(m) = o.get("map") {
+            let name = m["name"].as_str().unwrap_or_default().to_string();
+            let mut elems = Vec::new();
+            for e in m["elem"].as_array().into_iter().flatten() {
+                let pair = e.as_array().ok_or_else(|| NftError::Parse(format!("element {e}")))?;
+                let (k, v) = (prefix_of(&pair[0]), prefix_of(&pair[1]));
+                match (k, v) {
+                    (Some(k), Some(v)) => elems.push((k, v)),
+                    _ => return Err(NftError::Parse(format!("element {e}"))),
+                }
+            }
+            maps.insert(name, elems);
+        }
+    }
+    let mut s = NatState::default();
+    for o in objs {
+        let Some(r) = o.get("rule") else { continue };
+        let exprs = r["expr"].as_array().cloned().unwrap_or_default();
+        let mut saddr = None;
+        let mut daddr = None;
+        for e in &exprs {
+            if let Some(m) = e.get("match") {
+                let field = m["left"]["payload"]["field"].as_str();
+                let p = prefix_of(&m["right"]);
+                match field {
+                    Some("saddr") => saddr = p,
+                    Some("daddr") => daddr = p,
+                    _ => {}
+                }
+            }
+            for (kind, stmt) in [("dnat", e.get("dnat")), ("snat", e.get("snat"))] {
+                let Some(stmt) = stmt else { continue };
+                let addr = &stmt["addr"];
+                if let Some(map) = addr.get("map") {
+                    let name = map["data"].as_str().unwrap_or_default().trim_start_matches('@');
+                    let elems = maps.get(name).cloned().unwrap_or_default();
+                    match (kind, saddr) {
+                        ("dnat", _) => s.pre.extend(elems),
+                        ("snat", Some(src)) => s.post.extend(elems.into_iter().map(|(k, v)| (src, k, v))),
+                        _ => return Err(NftError::Parse(format!("unexpected rule {r}"))),
+                    }
+                } else if let (Some(to), Some(d)) = (addr.as_str(), daddr) {
+                    let to = to.parse().map_err(|_| NftError::Parse(format!("snat target {to}")))?;
+                    s.snat = Some((d, to));
+                } else {
+                    return Err(NftError::Parse(format!("unexpected rule {r}")));
+                }
+            }
+        }
+    }
+    Ok(s)
+}

@@ -1,0 +1,230 @@
+//! The reconciler: observe a namespace, diff it against the desired state, apply the
+//! difference in the safe order. Re-applying an unchanged state performs no operation;
+//! anything changed behind ntkplane's back is found by the next observation and repaired.
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::PathBuf,
+};
+
+use serde::Serialize;
+
+use super::{
+    in_netns,
+    nft::{self, NftError},
+    rt_tables,
+    rtnl::{Rtnl, RtnlError},
+    sysctl,
+};
+use crate::{
+    classifier::{Classifier, ClassifierConfig, ClassifierError},
+    netns::{Netns, NetnsError},
+    plan::{diff, KernelState, Op},
+};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Netns(#[from] NetnsError),
+    #[error(transparent)]
+    Rtnl(#[from] RtnlError),
+    #[error(transparent)]
+    Nft(#[from] NftError),
+    #[error(transparent)]
+    Classifier(#[from] ClassifierError),
+    #[error("sysctl {key}: {source}")]
+    Sysctl {
+        key: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("rt_tables file {path}: {source}")]
+    RtTables {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// The desired content of one namespace.
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    /// Interfaces ntkplane manages here: up, the spec's sysctls, the classifier attached.
+    pub interfaces: Vec<String>,
+    pub state: KernelState,
+    /// Table names for the rt_tables file.
+    pub table_names: BTreeMap<u32, String>,
+}
+
+/// What one `apply` did.
+#[derive(Clone, Debug, Default, Serialize)]
+pub struct Report {
+    /// Netlink, nftables and BPF-map operations, in execution order.
+    pub ops: Vec<Op>,
+    pub sysctls: usize,
+    pub links_up: usize,
+    pub attached: usize,
+    pub detached: usize,
+}
+
+impl Report {
+    /// Every kernel operation performed.
+    pub fn total(&self) -> usize {
+        self.ops.len() + self.sysctls + self.links_up + self.attached + self.detached
+    }
+}
+
+/// The reconciler of one namespace. Owns that namespace's classifier.
+pub struct Reconciler {
+    netns: Netns,
+    classifier: Classifier,
+    rt_tables: Option<PathBuf>,
+    last: Option<KernelState>,
+}
+
+impl Reconciler {
+    /// `rt_tables`: the file to publish table names in (None: do not publish).
+    pub fn new(netns: Netns, mark_mask: u32, rt_tables: Option<PathBuf>) -> Result<Self, KernelError> {
+        let classifier = Classifier::load(netns.clone(), ClassifierConfig { mark_mask })?;
+        Ok(Self { netns, classifier, rt_tables, last: None })
+    }
+
+    pub fn netns(&self) -> &Netns {
+        &self.netns
+    }
+
+    pub fn classifier(&self) -> &Classifier {
+        &self.classifier
+    }
+
+    /// What ntkplane currently has in the namespace.
+    pub fn observe(&self) -> Result<KernelState, KernelError> {
+        let mut k = in_netns(&self.netns, |rt| {
+            rt.block_on(async {
+                let r = Rtnl::connect().await?;
+                let mut k = KernelState::default();
+                k.addresses = r.addresses().await?.into_iter().collect();
+                k.routes = r.routes().await?.into_iter().collect();
+                k.rules = r.rules().await?.into_iter().map(|(r, _)| r).collect();
+                k.nat = nft::observe()?;
+                Ok::<_, KernelError>(k)
+            })
+        })??;
+        k.marks = self
+            .classifier
+            .entries()?
+            .into_iter()
+            .map(|(mac, e)| (mac, e.mark))
+            .collect();
+        Ok(k)
+    }
+
+    /// Converges the namespace to `desired`.
+    pub fn apply(&mut self, desired: &Desired) -> Result<Report, KernelError> {
+        let mut report = Report::default();
+        let ifaces = desired.interfaces.clone();
+        let (sysctls, ups) = in_netns(&self.netns, |rt| {
+            rt.block_on(async {
+                let mut n = 0;
+                let keys = sysctl::GLOBAL
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), *v))
+                    .chain(ifaces.iter().flat_map(|d| sysctl::per_interface(d)));
+                for (k, v) in keys {
+                    n += sysctl::ensure(&k, v)
+                        .map_err(|source| KernelError::Sysctl { key: k.clone(), source })?
+                        as usize;
+                }
+                let mut r = Rtnl::connect().await?;
+                let mut ups = 0;
+                for d in &ifaces {
+                    if !r.links().get(d.as_str()).ok_or_else(|| RtnlError::NoSuchLink(d.clone()))?.up {
+                        r.set_up(d).await?;
+                        ups += 1;
+                    }
+                }
+                Ok::<_, KernelError>((n, ups))
+            })
+        })??;
+        report.sysctls = sysctls;
+        report.links_up = ups;
+
+        // The classifier on exactly the managed interfaces.
+        let want: BTreeSet<&str> = desired.interfaces.iter().map(String::as_str).collect();
+        let have: Vec<String> = self.classifier.attached().map(str::to_string).collect();
+        for i in have.iter().filter(|i| !want.contains(i.as_str())) {
+            self.classifier.detach(i)?;
+            report.detached += 1;
+        }
+        for i in &want {
+            if !have.iter().any(|h| h == i) {
+                self.classifier.attach(i)?;
+                report.attached += 1;
+            }
+        }
+
+        let observed = self.observe()?;
+        let ops = diff(&desired.state, &observed);
+        if !ops.is_empty() && self.last.as_ref() == Some(&desired.state) {
+            tracing::warn!(netns = ?self.netns, ops = ops.len(), "state changed behind ntkplane's back: repairing");
+        }
+        self.execute(&ops)?;
+        if let Some(path) = &self.rt_tables {
+            rt_tables::write(path, &desired.table_names)
+                .map_err(|source| KernelError::RtTables { path: path.clone(), source })?;
+        }
+        self.last = Some(desired.state.clone());
+        report.ops = ops;
+        tracing::info!(netns = ?self.netns, ops = report.total(), "applied");
+        Ok(report)
+    }
+
+    fn execute(&mut self, ops: &[Op]) -> Result<(), KernelError> {
+        let netns = self.netns.clone();
+        let classifier = &mut self.classifier;
+        in_netns(&netns, |rt| {
+            rt.block_on(async {
+                let r = Rtnl::connect().await?;
+                let mut rules: Option<Vec<_>> = None;
+                for op in ops {
+                    tracing::debug!(?op, "apply");
+                    match op {
+                        Op::AddAddress { dev, addr } => r.add_address(dev, *addr).await?,
+                        Op::DelAddress { dev, addr } => r.del_address(dev, *addr).await?,
+                        Op::ReplaceRoute { table, prefix, route } => r.replace_route(*table, *prefix, route).await?,
+                        Op::DelRoute { table, prefix } => r.del_route(*table, *prefix).await?,
+                        Op::AddRule(rule) => r.add_rule(rule).await?,
+                        Op::DelRule(rule) => {
+                            if rules.is_none() {
+                                rules = Some(r.rules().await?);
+                            }
+                            let msg = rules
+                                .as_ref()
+                                .unwrap()
+                                .iter()
+                                .find(|(k, _)| k == rule)
+                                .map(|(_, m)| m.clone());
+                            if let Some(m) = msg {
+                                r.del_rule(m).await?;
+                            }
+                        }
+                        Op::SetMark { mac, mark } => classifier.insert(*mac, *mark, *mark)?,
+                        Op::DelMark { mac } => {
+                            classifier.remove(*mac)?;
+                        }
+                        Op::SetNat(nat) => nft::apply(nat)?,
+                    }
+                }
+                Ok::<_, KernelError>(())
+            })
+        })?
+    }
+
+    /// Removes everything ntkplane installed in the namespace: routes, rules, addresses,
+    /// NAT table, classifier entries and attachments, the rt_tables file.
+    pub fn cleanup(&mut self) -> Result<Report, KernelError> {
+        let empty = Desired::default();
+        let report = self.apply(&empty)?;
+        self.last = None;
+        Ok(report)
+    }
+}

@@ -1,0 +1,308 @@
+//! The one place that talks rtnetlink: links, addresses, routes and rules of the namespace
+//! the connection was opened in.
+//!
+//! Everything ntkplane creates carries protocol `ntk` (RTPROT_NTK = 15, reserved for
+//! Netsukuku by the kernel UAPI): routes and rules via their protocol field, addresses via
+//! IFA_PROTO. Observation returns only those objects, so cleanup after a crash finds all of
+//! ntkplane's state and nothing else.
+use std::{collections::BTreeMap, net::Ipv4Addr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::{
+    address::{AddressAttribute, AddressMessage, AddressProtocol},
+    link::{LinkAttribute, LinkFlags},
+    route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
+    rule::{RuleAction, RuleAttribute, RuleMessage},
+    AddressFamily,
+};
+use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
+
+use crate::{
+    addr::Ipv4Prefix,
+    mac::MacAddr,
+    plan::{KRoute, KRule},
+};
+
+/// RTPROT_NTK.
+pub const PROTO_NTK: u8 = 15;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RtnlError {
+    #[error("cannot open a netlink socket: {0}")]
+    Connect(#[source] std::io::Error),
+    #[error("netlink {what}: {source}")]
+    Request {
+        what: String,
+        #[source]
+        source: rtnetlink::Error,
+    },
+    #[error("no interface named '{0}' in this namespace")]
+    NoSuchLink(String),
+}
+
+fn req(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RtnlError {
+    let what = what.into();
+    move |source| RtnlError::Request { what, source }
+}
+
+#[derive(Clone, Debug)]
+pub struct Link {
+    pub index: u32,
+    pub name: String,
+    pub up: bool,
+    pub mac: Option<MacAddr>,
+}
+
+/// A netlink connection in the current thread's namespace. Must be created inside a tokio
+/// runtime running on that thread (see [`crate::kernel::in_netns`]).
+pub struct Rtnl {
+    h: Handle,
+    links: BTreeMap<String, Link>,
+}
+
+impl Rtnl {
+    pub async fn connect() -> Result<Self, RtnlError> {
+        let (conn, h, _) = rtnetlink::new_connection_with_strict_check().map_err(RtnlError::Connect)?;
+        tokio::spawn(conn);
+        let mut r = Rtnl { h, links: BTreeMap::new() };
+        r.refresh_links().await?;
+        Ok(r)
+    }
+
+    pub async fn refresh_links(&mut self) -> Result<(), RtnlError> {
+        let msgs: Vec<_> = self.h.link().get().execute().try_collect().await.map_err(req("link dump"))?;
+        self.links.clear();
+        for m in msgs {
+            let mut name = None;
+            let mut mac = None;
+            for a in &m.attributes {
+                match a {
+                    LinkAttribute::IfName(n) => name = Some(n.clone()),
+                    LinkAttribute::Address(b) if b.len() == 6 => {
+                        mac = Some(MacAddr(b[..6].try_into().unwrap()))
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(name) = name {
+                let up = m.header.flags.contains(LinkFlags::Up);
+                self.links.insert(name.clone(), Link { index: m.header.index, name, up, mac });
+            }
+        }
+        Ok(())
+    }
+
+    pub fn links(&self) -> &BTreeMap<String, Link> {
+        &self.links
+    }
+
+    pub fn index(&self, name: &str) -> Result<u32, RtnlError> {
+        self.links.get(name).map(|l| l.index).ok_or_else(|| RtnlError::NoSuchLink(name.into()))
+    }
+
+    fn name_of(&self, index: u32) -> String {
+        self.links
+            .values()
+            .find(|l| l.index == index)
+            .map_or_else(|| format!("if{index}"), |l| l.name.clone())
+    }
+
+    pub async fn set_up(&mut self, name: &str) -> Result<(), RtnlError> {
+        let i = self.index(name)?;
+        self.h
+            .link()
+            .set(LinkUnspec::new_with_index(i).up().build())
+            .execute()
+            .await
+            .map_err(req(format!("set {name} up")))?;
+        if let Some(l) = self.links.get_mut(name) {
+            l.up = true;
+        }
+        Ok(())
+    }
+
+    /// ntkplane's IPv4 addresses: (device, address); all are /32.
+    pub async fn addresses(&self) -> Result<Vec<(String, Ipv4Addr)>, RtnlError> {
+        let msgs: Vec<AddressMessage> =
+            self.h.address().get().execute().try_collect().await.map_err(req("address dump"))?;
+        let mut out = Vec::new();
+        for m in msgs {
+            if m.header.family != AddressFamily::Inet {
+                continue;
+            }
+            let ours = m.attributes.iter().any(|a| {
+                matches!(a, AddressAttribute::Protocol(AddressProtocol::Other(PROTO_NTK)))
+            });
+            let addr = m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(std::net::IpAddr::V4(v)) => Some(*v),
+                _ => None,
+            });
+            if let (true, Some(addr)) = (ours, addr) {
+                out.push((self.name_of(m.header.index), addr));
+            }
+        }
+        Ok(out)
+    }
+
+    pub async fn add_address(&self, dev: &str, addr: Ipv4Addr) -> Result<(), RtnlError> {
+        let i = self.index(dev)?;
+        let mut r = self.h.address().add(i, addr.into(), 32).replace();
+        r.message_mut()
+            .attributes
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(PROTO_NTK)));
+        r.execute().await.map_err(req(format!("add {addr}/32 dev {dev}")))
+    }
+
+    pub async fn del_address(&self, dev: &str, addr: Ipv4Addr) -> Result<(), RtnlError> {
+        let i = self.index(dev)?;
+        let mut m = AddressMessage::default();
+        m.header.family = AddressFamily::Inet;
+        m.header.prefix_len = 32;
+        m.header.index = i;
+        m.attributes.push(AddressAttribute::Local(addr.into()));
+        m.attributes.push(AddressAttribute::Address(addr.into()));
+        self.h.address().del(m).execute().await.map_err(req(format!("del {addr}/32 dev {dev}")))
+    }
+
+    /// ntkplane's routes, in every table: ((table, prefix), route).
+    pub async fn routes(&self) -> Result<Vec<((u32, Ipv4Prefix), KRoute)>, RtnlError> {
+        // Strict-check dump filtered by the kernel on protocol; table 0 = all tables.
+        let q = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(0)
+            .protocol(RouteProtocol::Ntk)
+            .kind(RouteType::Unspec)
+            .scope(RouteScope::Universe)
+            .build();
+        let mut q = q;
+        q.header.scope = RouteScope::Universe;
+        let msgs: Vec<RouteMessage> =
+            self.h.route().get(q).execute().try_collect().await.map_err(req("route dump"))?;
+        let mut out = Vec::new();
+        for m in msgs {
+            if m.header.protocol != RouteProtocol::Ntk {
+                continue;
+            }
+            if let Some(r) = self.parse_route(&m) {
+                out.push(r);
+            }
+        }
+        Ok(out)
+    }
+
+    fn parse_route(&self, m: &RouteMessage) -> Option<((u32, Ipv4Prefix), KRoute)> {
+        let mut table = m.header.table as u32;
+        let mut dst = Ipv4Addr::UNSPECIFIED;
+        let (mut gw, mut oif, mut src) = (None, None, None);
+        for a in &m.attributes {
+            match a {
+                RouteAttribute::Table(t) => table = *t,
+                RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
+                RouteAttribute::Oif(i) => oif = Some(*i),
+                RouteAttribute::PrefSource(RouteAddress::Inet(s)) => src = Some(*s),
+                _ => {}
+            }
+        }
+        let prefix = Ipv4Prefix::new(dst, m.header.destination_prefix_length).ok()?;
+        let route = match m.header.kind {
+            RouteType::Unreachable => KRoute::Unreachable,
+            RouteType::BlackHole => KRoute::Blackhole,
+            RouteType::Unicast => {
+                let dev = self.name_of(oif?);
+                match gw {
+                    Some(gw) => KRoute::Via { gw, dev, src },
+                    None => KRoute::Link { dev, src: src? },
+                }
+            }
+            _ => return None,
+        };
+        Some(((table, prefix), route))
+    }
+
+    /// Adds or changes (NLM_F_REPLACE) the route of `(table, prefix)`.
+    pub async fn replace_route(&self, table: u32, prefix: Ipv4Prefix, route: &KRoute) -> Result<(), RtnlError> {
+        let b = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(table)
+            .destination_prefix(prefix.addr(), prefix.prefix_len())
+            .protocol(RouteProtocol::Ntk);
+        let msg = match route {
+            KRoute::Unreachable => b.kind(RouteType::Unreachable).build(),
+            KRoute::Blackhole => b.kind(RouteType::BlackHole).build(),
+            KRoute::Via { gw, dev, src } => {
+                let mut b = b.gateway(*gw).output_interface(self.index(dev)?);
+                if let Some(s) = src {
+                    b = b.pref_source(*s);
+                }
+                b.build()
+            }
+            KRoute::Link { dev, src } => b
+                .output_interface(self.index(dev)?)
+                .pref_source(*src)
+                .scope(RouteScope::Link)
+                .build(),
+        };
+        self.h
+            .route()
+            .add(msg)
+            .replace()
+            .execute()
+            .await
+            .map_err(req(format!("replace {prefix} table {table} ({route:?})")))
+    }
+
+    pub async fn del_route(&self, table: u32, prefix: Ipv4Prefix) -> Result<(), RtnlError> {
+        // Kind and protocol must be Unspec, or the kernel matches them too (see the notes).
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(table)
+            .destination_prefix(prefix.addr(), prefix.prefix_len())
+            .kind(RouteType::Unspec)
+            .protocol(RouteProtocol::Unspec)
+            .scope(RouteScope::NoWhere)
+            .build();
+        self.h.route().del(msg).execute().await.map_err(req(format!("del {prefix} table {table}")))
+    }
+
+    /// ntkplane's rules, with the messages needed to delete them.
+    pub async fn rules(&self) -> Result<Vec<(KRule, RuleMessage)>, RtnlError> {
+        let msgs: Vec<RuleMessage> =
+            self.h.rule().get(IpVersion::V4).execute().try_collect().await.map_err(req("rule dump"))?;
+        let mut out = Vec::new();
+        for m in msgs {
+            let mut proto = None;
+            let (mut prio, mut mark, mut mask, mut table) = (0, None, None, m.header.table as u32);
+            for a in &m.attributes {
+                match a {
+                    RuleAttribute::Protocol(p) => proto = Some(u8::from(*p)),
+                    RuleAttribute::Priority(p) => prio = *p,
+                    RuleAttribute::FwMark(v) => mark = Some(*v),
+                    RuleAttribute::FwMask(v) => mask = Some(*v),
+                    RuleAttribute::Table(t) => table = *t,
+                    _ => {}
+                }
+            }
+            if proto != Some(PROTO_NTK) {
+                continue;
+            }
+            let fwmark = mark.map(|m| (m, mask.unwrap_or(u32::MAX)));
+            out.push((KRule { priority: prio, fwmark, table }, m));
+        }
+        Ok(out)
+    }
+
+    pub async fn add_rule(&self, r: &KRule) -> Result<(), RtnlError> {
+        // The action must be set: the default (Unspec) makes every lookup reaching the rule
+        // fail with EINVAL (see the notes).
+        let mut a = self.h.rule().add().v4().table_id(r.table).priority(r.priority).action(RuleAction::ToTable);
+        if let Some((mark, mask)) = r.fwmark {
+            a = a.fw_mark(mark);
+            a.message_mut().attributes.push(RuleAttribute::FwMask(mask));
+        }
+        a.message_mut().attributes.push(RuleAttribute::Protocol(RouteProtocol::Ntk));
+        a.execute().await.map_err(req(format!("add rule {r:?}")))
+    }
+
+    pub async fn del_rule(&self, msg: RuleMessage) -> Result<(), RtnlError> {
+        let what = format!("del rule {:?}", msg.attributes);
+        self.h.rule().del(msg).execute().await.map_err(req(what))
+    }
+}
