@@ -280,7 +280,6 @@ struct Net {
     arcs: Vec<(&'static str, &'static str, u64, u64)>,
 }
 
-
 fn topo() -> Topology {
     "4.2.2.2".parse().unwrap()
 }
@@ -297,8 +296,16 @@ impl Net {
     fn network(&self) -> Network {
         let t = topo();
         Network {
-            identities: self.ids.iter().map(|i| identity(&t, i.name, i.addr, i.dev, i.mac, i.ll, i.main)).collect(),
-            arcs: self.arcs.iter().map(|(a, b, ca, cb)| arc(a, b, *ca, *cb)).collect(),
+            identities: self
+                .ids
+                .iter()
+                .map(|i| identity(&t, i.name, i.addr, i.dev, i.mac, i.ll, i.main))
+                .collect(),
+            arcs: self
+                .arcs
+                .iter()
+                .map(|(a, b, ca, cb)| arc(a, b, *ca, *cb))
+                .collect(),
             topology: t,
         }
     }
@@ -309,7 +316,10 @@ impl Net {
 fn check(net: &Net, me: &str, listing: &str, opts: Opts) -> ForwardingState {
     let expected = section(listing);
     let network = net.network();
-    let by_name: BTreeMap<String, u32> = expected.iter().map(|(id, tbl)| (tbl.name.clone(), *id)).collect();
+    let by_name: BTreeMap<String, u32> = expected
+        .iter()
+        .map(|(id, tbl)| (tbl.name.clone(), *id))
+        .collect();
     let table = |mac: MacAddr| {
         *by_name
             .get(&format!("ntk_from_{mac}"))
@@ -321,7 +331,9 @@ fn check(net: &Net, me: &str, listing: &str, opts: Opts) -> ForwardingState {
         anonymizer: true,
         unknown: opts.unknown.iter().map(|m| m.parse().unwrap()).collect(),
     };
-    let input = network.input(me, table, &options).expect("identity in the network");
+    let input = network
+        .input(me, table, &options)
+        .expect("identity in the network");
     let my_main = input.main;
     let st = compute(&input).unwrap();
     compare(listing, &st, &expected);
@@ -329,12 +341,20 @@ fn check(net: &Net, me: &str, listing: &str, opts: Opts) -> ForwardingState {
     // Rules: `ntk` for the main identity, `fwmark T` for every table whose neighbour is known.
     let mut want_rules = BTreeSet::new();
     if my_main {
-        want_rules.insert(Rule { priority: PRIO_NTK, fwmark: None, table: NTK_TABLE });
+        want_rules.insert(Rule {
+            priority: PRIO_NTK,
+            fwmark: None,
+            table: NTK_TABLE,
+        });
     }
     for a in &input.arcs {
         let q = a.qspn.as_ref().unwrap();
         if q.neighbour.is_some() {
-            want_rules.insert(Rule { priority: PRIO_FWMARK, fwmark: Some(q.table), table: q.table });
+            want_rules.insert(Rule {
+                priority: PRIO_FWMARK,
+                fwmark: Some(q.table),
+                table: q.table,
+            });
         }
     }
     assert_eq!(st.rules, want_rules, "{listing}: rules");
@@ -344,7 +364,11 @@ fn check(net: &Net, me: &str, listing: &str, opts: Opts) -> ForwardingState {
         .filter(|(id, _)| **id != NTK_TABLE)
         .map(|(id, tbl)| (tbl.name.trim_start_matches("ntk_from_").to_string(), *id))
         .collect();
-    let got_marks: BTreeMap<String, u32> = st.marks.iter().map(|(m, id)| (m.to_string(), *id)).collect();
+    let got_marks: BTreeMap<String, u32> = st
+        .marks
+        .iter()
+        .map(|(m, id)| (m.to_string(), *id))
+        .collect();
     assert_eq!(got_marks, want_marks, "{listing}: marks");
     st
 }

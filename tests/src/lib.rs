@@ -5,3 +5,5 @@
 //! (ntkplane's own code) never shells out for the dataplane.
 pub mod lab;
 pub mod packet;
+pub mod readback;
+pub mod scenarios;

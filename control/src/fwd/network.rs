@@ -65,12 +65,25 @@ impl Network {
         opts: &InputOptions,
     ) -> Option<IdentityInput<'_>> {
         let m = self.index(me)?;
-        let nodes: Vec<Node> = self.identities.iter().map(|i| Node { address: i.address.clone() }).collect();
+        let nodes: Vec<Node> = self
+            .identities
+            .iter()
+            .map(|i| Node {
+                address: i.address.clone(),
+            })
+            .collect();
         let mut next = vec![0u32; nodes.len()];
         let mut edges = Vec::new();
         for a in &self.arcs {
             let (x, y) = (self.index(&a.a)?, self.index(&a.b)?);
-            edges.push(Edge { a: x, b: y, arc_at_a: next[x], arc_at_b: next[y], cost_a: a.cost_a, cost_b: a.cost_b });
+            edges.push(Edge {
+                a: x,
+                b: y,
+                arc_at_a: next[x],
+                arc_at_b: next[y],
+                cost_a: a.cost_a,
+                cost_b: a.cost_b,
+            });
             next[x] += 1;
             next[y] += 1;
         }
@@ -104,7 +117,10 @@ impl Network {
             serve_anonymous: opts.serve_anonymous,
             anonymizer: opts.anonymizer,
             bootstrap_level: None,
-            interfaces: vec![Interface { name: my.dev.clone(), linklocal: my.linklocal }],
+            interfaces: vec![Interface {
+                name: my.dev.clone(),
+                linklocal: my.linklocal,
+            }],
             arcs,
             paths: paths_from(&self.topology, &nodes, &edges, m),
         })
@@ -113,7 +129,15 @@ impl Network {
 
 /// Compact constructor for tests and scenario tables:
 /// `(name, address, dev, MAC, link-local, main)`.
-pub fn identity(t: &Topology, name: &str, addr: &str, dev: &str, mac: &str, ll: &str, main: bool) -> NetIdentity {
+pub fn identity(
+    t: &Topology,
+    name: &str,
+    addr: &str,
+    dev: &str,
+    mac: &str,
+    ll: &str,
+    main: bool,
+) -> NetIdentity {
     NetIdentity {
         name: name.into(),
         address: NtkAddress::parse(addr, t).expect("valid address"),
@@ -126,7 +150,12 @@ pub fn identity(t: &Topology, name: &str, addr: &str, dev: &str, mac: &str, ll: 
 
 /// `(a, b, cost at a, cost at b)`.
 pub fn arc(a: &str, b: &str, cost_a: u64, cost_b: u64) -> NetArc {
-    NetArc { a: a.into(), b: b.into(), cost_a, cost_b }
+    NetArc {
+        a: a.into(),
+        b: b.into(),
+        cost_a,
+        cost_b,
+    }
 }
 
 /// Table ids from a fixed MAC → id map (what the allocator produced on that system).

@@ -2,8 +2,8 @@
 //! them. The pure model and diff are in [`crate::plan`].
 pub mod nft;
 pub mod reconcile;
-pub mod rtnl;
 pub mod rt_tables;
+pub mod rtnl;
 pub mod sysctl;
 
 pub use reconcile::{Desired, KernelError, Reconciler, Report};

@@ -28,13 +28,21 @@ pub enum NftError {
 fn run(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String), NftError> {
     let mut c = Command::new("nft")
         .args(args)
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
         .map_err(NftError::Spawn)?;
     if let Some(s) = stdin {
-        c.stdin.take().unwrap().write_all(s.as_bytes()).map_err(NftError::Spawn)?;
+        c.stdin
+            .take()
+            .unwrap()
+            .write_all(s.as_bytes())
+            .map_err(NftError::Spawn)?;
     }
     let out = c.wait_with_output().map_err(NftError::Spawn)?;
     Ok((
@@ -53,7 +61,10 @@ pub fn apply(nat: &NatState) -> Result<(), NftError> {
     }
     let (ok, _, err) = run(&["-f", "-"], Some(&script))?;
     if !ok {
-        return Err(NftError::Failed(format!("{}\n--- script ---\n{script}", err.trim())));
+        return Err(NftError::Failed(format!(
+            "{}\n--- script ---\n{script}",
+            err.trim()
+        )));
     }
     Ok(())
 }
@@ -76,7 +87,9 @@ pub fn list_json() -> Result<Option<Value>, NftError> {
     if !ok {
         return Ok(None);
     }
-    serde_json::from_str(&out).map(Some).map_err(|e| NftError::Parse(e.to_string()))
+    serde_json::from_str(&out)
+        .map(Some)
+        .map_err(|e| NftError::Parse(e.to_string()))
 }
 
 fn prefix_of(v: &Value) -> Option<Ipv4Prefix> {
@@ -91,14 +104,19 @@ fn prefix_of(v: &Value) -> Option<Ipv4Prefix> {
 /// Parses `nft -j list table ip ntkplane` into the canonical state.
 pub fn parse(json: &str) -> Result<NatState, NftError> {
     let v: Value = serde_json::from_str(json).map_err(|e| NftError::Parse(e.to_string()))?;
-    let objs = v["nftables"].as_array().ok_or_else(|| NftError::Parse("no nftables array".into()))?;
-    let mut maps: std::collections::BTreeMap<String, Vec<(Ipv4Prefix, Ipv4Prefix)>> = Default::default();
+    let objs = v["nftables"]
+        .as_array()
+        .ok_or_else(|| NftError::Parse("no nftables array".into()))?;
+    let mut maps: std::collections::BTreeMap<String, Vec<(Ipv4Prefix, Ipv4Prefix)>> =
+        Default::default();
     for o in objs {
         if let Some(m) = o.get("map") {
             let name = m["name"].as_str().unwrap_or_default().to_string();
             let mut elems = Vec::new();
             for e in m["elem"].as_array().into_iter().flatten() {
-                let pair = e.as_array().ok_or_else(|| NftError::Parse(format!("element {e}")))?;
+                let pair = e
+                    .as_array()
+                    .ok_or_else(|| NftError::Parse(format!("element {e}")))?;
                 let (k, v) = (prefix_of(&pair[0]), prefix_of(&pair[1]));
                 match (k, v) {
                     (Some(k), Some(v)) => elems.push((k, v)),
@@ -128,15 +146,22 @@ pub fn parse(json: &str) -> Result<NatState, NftError> {
                 let Some(stmt) = stmt else { continue };
                 let addr = &stmt["addr"];
                 if let Some(map) = addr.get("map") {
-                    let name = map["data"].as_str().unwrap_or_default().trim_start_matches('@');
+                    let name = map["data"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .trim_start_matches('@');
                     let elems = maps.get(name).cloned().unwrap_or_default();
                     match (kind, saddr) {
                         ("dnat", _) => s.pre.extend(elems),
-                        ("snat", Some(src)) => s.post.extend(elems.into_iter().map(|(k, v)| (src, k, v))),
+                        ("snat", Some(src)) => {
+                            s.post.extend(elems.into_iter().map(|(k, v)| (src, k, v)))
+                        }
                         _ => return Err(NftError::Parse(format!("unexpected rule {r}"))),
                     }
                 } else if let (Some(to), Some(d)) = (addr.as_str(), daddr) {
-                    let to = to.parse().map_err(|_| NftError::Parse(format!("snat target {to}")))?;
+                    let to = to
+                        .parse()
+                        .map_err(|_| NftError::Parse(format!("snat target {to}")))?;
                     s.snat = Some((d, to));
                 } else {
                     return Err(NftError::Parse(format!("unexpected rule {r}")));

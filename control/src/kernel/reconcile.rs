@@ -83,9 +83,18 @@ pub struct Reconciler {
 
 impl Reconciler {
     /// `rt_tables`: the file to publish table names in (None: do not publish).
-    pub fn new(netns: Netns, mark_mask: u32, rt_tables: Option<PathBuf>) -> Result<Self, KernelError> {
+    pub fn new(
+        netns: Netns,
+        mark_mask: u32,
+        rt_tables: Option<PathBuf>,
+    ) -> Result<Self, KernelError> {
         let classifier = Classifier::load(netns.clone(), ClassifierConfig { mark_mask })?;
-        Ok(Self { netns, classifier, rt_tables, last: None })
+        Ok(Self {
+            netns,
+            classifier,
+            rt_tables,
+            last: None,
+        })
     }
 
     pub fn netns(&self) -> &Netns {
@@ -130,14 +139,20 @@ impl Reconciler {
                     .map(|(k, v)| (k.to_string(), *v))
                     .chain(ifaces.iter().flat_map(|d| sysctl::per_interface(d)));
                 for (k, v) in keys {
-                    n += sysctl::ensure(&k, v)
-                        .map_err(|source| KernelError::Sysctl { key: k.clone(), source })?
-                        as usize;
+                    n += sysctl::ensure(&k, v).map_err(|source| KernelError::Sysctl {
+                        key: k.clone(),
+                        source,
+                    })? as usize;
                 }
                 let mut r = Rtnl::connect().await?;
                 let mut ups = 0;
                 for d in &ifaces {
-                    if !r.links().get(d.as_str()).ok_or_else(|| RtnlError::NoSuchLink(d.clone()))?.up {
+                    if !r
+                        .links()
+                        .get(d.as_str())
+                        .ok_or_else(|| RtnlError::NoSuchLink(d.clone()))?
+                        .up
+                    {
                         r.set_up(d).await?;
                         ups += 1;
                     }
@@ -169,8 +184,12 @@ impl Reconciler {
         }
         self.execute(&ops)?;
         if let Some(path) = &self.rt_tables {
-            rt_tables::write(path, &desired.table_names)
-                .map_err(|source| KernelError::RtTables { path: path.clone(), source })?;
+            rt_tables::write(path, &desired.table_names).map_err(|source| {
+                KernelError::RtTables {
+                    path: path.clone(),
+                    source,
+                }
+            })?;
         }
         self.last = Some(desired.state.clone());
         report.ops = ops;
@@ -190,7 +209,11 @@ impl Reconciler {
                     match op {
                         Op::AddAddress { dev, addr } => r.add_address(dev, *addr).await?,
                         Op::DelAddress { dev, addr } => r.del_address(dev, *addr).await?,
-                        Op::ReplaceRoute { table, prefix, route } => r.replace_route(*table, *prefix, route).await?,
+                        Op::ReplaceRoute {
+                            table,
+                            prefix,
+                            route,
+                        } => r.replace_route(*table, *prefix, route).await?,
                         Op::DelRoute { table, prefix } => r.del_route(*table, *prefix).await?,
                         Op::AddRule(rule) => r.add_rule(rule).await?,
                         Op::DelRule(rule) => {

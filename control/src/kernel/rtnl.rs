@@ -62,15 +62,26 @@ pub struct Rtnl {
 
 impl Rtnl {
     pub async fn connect() -> Result<Self, RtnlError> {
-        let (conn, h, _) = rtnetlink::new_connection_with_strict_check().map_err(RtnlError::Connect)?;
+        let (conn, h, _) =
+            rtnetlink::new_connection_with_strict_check().map_err(RtnlError::Connect)?;
         tokio::spawn(conn);
-        let mut r = Rtnl { h, links: BTreeMap::new() };
+        let mut r = Rtnl {
+            h,
+            links: BTreeMap::new(),
+        };
         r.refresh_links().await?;
         Ok(r)
     }
 
     pub async fn refresh_links(&mut self) -> Result<(), RtnlError> {
-        let msgs: Vec<_> = self.h.link().get().execute().try_collect().await.map_err(req("link dump"))?;
+        let msgs: Vec<_> = self
+            .h
+            .link()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(req("link dump"))?;
         self.links.clear();
         for m in msgs {
             let mut name = None;
@@ -86,7 +97,15 @@ impl Rtnl {
             }
             if let Some(name) = name {
                 let up = m.header.flags.contains(LinkFlags::Up);
-                self.links.insert(name.clone(), Link { index: m.header.index, name, up, mac });
+                self.links.insert(
+                    name.clone(),
+                    Link {
+                        index: m.header.index,
+                        name,
+                        up,
+                        mac,
+                    },
+                );
             }
         }
         Ok(())
@@ -97,7 +116,10 @@ impl Rtnl {
     }
 
     pub fn index(&self, name: &str) -> Result<u32, RtnlError> {
-        self.links.get(name).map(|l| l.index).ok_or_else(|| RtnlError::NoSuchLink(name.into()))
+        self.links
+            .get(name)
+            .map(|l| l.index)
+            .ok_or_else(|| RtnlError::NoSuchLink(name.into()))
     }
 
     fn name_of(&self, index: u32) -> String {
@@ -123,15 +145,24 @@ impl Rtnl {
 
     /// ntkplane's IPv4 addresses: (device, address); all are /32.
     pub async fn addresses(&self) -> Result<Vec<(String, Ipv4Addr)>, RtnlError> {
-        let msgs: Vec<AddressMessage> =
-            self.h.address().get().execute().try_collect().await.map_err(req("address dump"))?;
+        let msgs: Vec<AddressMessage> = self
+            .h
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(req("address dump"))?;
         let mut out = Vec::new();
         for m in msgs {
             if m.header.family != AddressFamily::Inet {
                 continue;
             }
             let ours = m.attributes.iter().any(|a| {
-                matches!(a, AddressAttribute::Protocol(AddressProtocol::Other(PROTO_NTK)))
+                matches!(
+                    a,
+                    AddressAttribute::Protocol(AddressProtocol::Other(PROTO_NTK))
+                )
             });
             let addr = m.attributes.iter().find_map(|a| match a {
                 AddressAttribute::Local(std::net::IpAddr::V4(v)) => Some(*v),
@@ -149,8 +180,12 @@ impl Rtnl {
         let mut r = self.h.address().add(i, addr.into(), 32).replace();
         r.message_mut()
             .attributes
-            .push(AddressAttribute::Protocol(AddressProtocol::Other(PROTO_NTK)));
-        r.execute().await.map_err(req(format!("add {addr}/32 dev {dev}")))
+            .push(AddressAttribute::Protocol(AddressProtocol::Other(
+                PROTO_NTK,
+            )));
+        r.execute()
+            .await
+            .map_err(req(format!("add {addr}/32 dev {dev}")))
     }
 
     pub async fn del_address(&self, dev: &str, addr: Ipv4Addr) -> Result<(), RtnlError> {
@@ -161,7 +196,12 @@ impl Rtnl {
         m.header.index = i;
         m.attributes.push(AddressAttribute::Local(addr.into()));
         m.attributes.push(AddressAttribute::Address(addr.into()));
-        self.h.address().del(m).execute().await.map_err(req(format!("del {addr}/32 dev {dev}")))
+        self.h
+            .address()
+            .del(m)
+            .execute()
+            .await
+            .map_err(req(format!("del {addr}/32 dev {dev}")))
     }
 
     /// ntkplane's routes, in every table: ((table, prefix), route).
@@ -175,8 +215,14 @@ impl Rtnl {
             .build();
         let mut q = q;
         q.header.scope = RouteScope::Universe;
-        let msgs: Vec<RouteMessage> =
-            self.h.route().get(q).execute().try_collect().await.map_err(req("route dump"))?;
+        let msgs: Vec<RouteMessage> = self
+            .h
+            .route()
+            .get(q)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(req("route dump"))?;
         let mut out = Vec::new();
         for m in msgs {
             if m.header.protocol != RouteProtocol::Ntk {
@@ -220,7 +266,12 @@ impl Rtnl {
     }
 
     /// Adds or changes (NLM_F_REPLACE) the route of `(table, prefix)`.
-    pub async fn replace_route(&self, table: u32, prefix: Ipv4Prefix, route: &KRoute) -> Result<(), RtnlError> {
+    pub async fn replace_route(
+        &self,
+        table: u32,
+        prefix: Ipv4Prefix,
+        route: &KRoute,
+    ) -> Result<(), RtnlError> {
         let b = RouteMessageBuilder::<Ipv4Addr>::new()
             .table_id(table)
             .destination_prefix(prefix.addr(), prefix.prefix_len())
@@ -259,13 +310,24 @@ impl Rtnl {
             .protocol(RouteProtocol::Unspec)
             .scope(RouteScope::NoWhere)
             .build();
-        self.h.route().del(msg).execute().await.map_err(req(format!("del {prefix} table {table}")))
+        self.h
+            .route()
+            .del(msg)
+            .execute()
+            .await
+            .map_err(req(format!("del {prefix} table {table}")))
     }
 
     /// ntkplane's rules, with the messages needed to delete them.
     pub async fn rules(&self) -> Result<Vec<(KRule, RuleMessage)>, RtnlError> {
-        let msgs: Vec<RuleMessage> =
-            self.h.rule().get(IpVersion::V4).execute().try_collect().await.map_err(req("rule dump"))?;
+        let msgs: Vec<RuleMessage> = self
+            .h
+            .rule()
+            .get(IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(req("rule dump"))?;
         let mut out = Vec::new();
         for m in msgs {
             let mut proto = None;
@@ -284,7 +346,14 @@ impl Rtnl {
                 continue;
             }
             let fwmark = mark.map(|m| (m, mask.unwrap_or(u32::MAX)));
-            out.push((KRule { priority: prio, fwmark, table }, m));
+            out.push((
+                KRule {
+                    priority: prio,
+                    fwmark,
+                    table,
+                },
+                m,
+            ));
         }
         Ok(out)
     }
@@ -292,12 +361,21 @@ impl Rtnl {
     pub async fn add_rule(&self, r: &KRule) -> Result<(), RtnlError> {
         // The action must be set: the default (Unspec) makes every lookup reaching the rule
         // fail with EINVAL (see the notes).
-        let mut a = self.h.rule().add().v4().table_id(r.table).priority(r.priority).action(RuleAction::ToTable);
+        let mut a = self
+            .h
+            .rule()
+            .add()
+            .v4()
+            .table_id(r.table)
+            .priority(r.priority)
+            .action(RuleAction::ToTable);
         if let Some((mark, mask)) = r.fwmark {
             a = a.fw_mark(mark);
             a.message_mut().attributes.push(RuleAttribute::FwMask(mask));
         }
-        a.message_mut().attributes.push(RuleAttribute::Protocol(RouteProtocol::Ntk));
+        a.message_mut()
+            .attributes
+            .push(RuleAttribute::Protocol(RouteProtocol::Ntk));
         a.execute().await.map_err(req(format!("add rule {r:?}")))
     }
 

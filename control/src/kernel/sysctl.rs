@@ -3,7 +3,10 @@
 use std::{fs, io};
 
 /// Namespace-wide settings: forwarding on, reverse-path filter off.
-pub const GLOBAL: &[(&str, &str)] = &[("net/ipv4/ip_forward", "1"), ("net/ipv4/conf/all/rp_filter", "0")];
+pub const GLOBAL: &[(&str, &str)] = &[
+    ("net/ipv4/ip_forward", "1"),
+    ("net/ipv4/conf/all/rp_filter", "0"),
+];
 
 /// Per managed interface: no reverse-path filter; ARP answers only for addresses of the
 /// interface itself and uses the best local source (the node has many /32 addresses).

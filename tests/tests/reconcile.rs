@@ -1,0 +1,233 @@
+//! The reconciler against the real kernel: apply a seed checkpoint, read it back as an
+//! administrator would, re-apply (nothing to do), converge to another state, repair what
+//! is broken behind its back, and clean up to exactly the state before.
+use std::collections::BTreeSet;
+
+use ntkplane::{
+    kernel::{Desired, Reconciler},
+    plan::{KRoute, KernelState, MAIN_TABLE},
+};
+use ntkplane_integration::{
+    lab::{require_root, veth, End, Ns},
+    readback::{full_dump, ntk_rules, table},
+    scenarios::{eps2_s2c, kernel, lambda1_s2d},
+};
+
+/// A node with `eth1` (MAC of ε) towards a peer namespace.
+fn node() -> (Ns, Ns) {
+    let node = Ns::new("n");
+    let peer = Ns::new("p");
+    veth(
+        End(&node, "eth1", "00:16:3e:3c:14:33", "192.0.2.1/32"),
+        End(&peer, "eth1", "00:16:3e:ec:a3:e1", "192.0.2.2/32"),
+    );
+    // The fixture address is not ntkplane's: it must survive everything.
+    (node, peer)
+}
+
+fn desired(st: &ntkplane::fwd::ForwardingState) -> Desired {
+    let (state, table_names) = kernel(st);
+    Desired {
+        interfaces: vec!["eth1".into()],
+        state,
+        table_names,
+    }
+}
+
+fn assert_kernel_matches(ns: &Ns, want: &KernelState) {
+    for id in want.tables() {
+        let got = table(ns, id);
+        let exp: std::collections::BTreeMap<_, _> = want
+            .routes
+            .iter()
+            .filter(|((t, _), _)| *t == id)
+            .map(|((_, p), r)| (*p, r.clone()))
+            .collect();
+        if id == MAIN_TABLE {
+            // main also holds the kernel's own routes; ours must all be there.
+            for (p, r) in &exp {
+                assert_eq!(got.get(p), Some(r), "table main: {p}");
+            }
+        } else {
+            assert_eq!(got, exp, "table {id} differs (ip -j route show table {id})");
+        }
+    }
+    let rules: BTreeSet<(u64, Option<String>, String)> = ntk_rules(ns).into_iter().collect();
+    let want_rules: BTreeSet<(u64, Option<String>, String)> = want
+        .rules
+        .iter()
+        .map(|r| {
+            let table = if r.table == 251 {
+                "ntk".to_string()
+            } else {
+                r.table.to_string()
+            };
+            (
+                r.priority as u64,
+                r.fwmark.map(|(m, _)| format!("{m:#x}")),
+                table,
+            )
+        })
+        .collect();
+    // `ip` prints table names it knows; without the rt_tables file the ids are shown.
+    let normalise =
+        |s: BTreeSet<(u64, Option<String>, String)>| -> BTreeSet<(u64, Option<String>, String)> {
+            s.into_iter()
+                .map(|(p, m, t)| (p, m, if t == "251" { "ntk".into() } else { t }))
+                .collect()
+        };
+    assert_eq!(normalise(rules), normalise(want_rules), "ip -j rule");
+}
+
+#[test]
+fn applies_eps_after_s2_and_reads_it_back() {
+    require_root();
+    let (node, _peer) = node();
+    let st = eps2_s2c();
+    let d = desired(&st);
+    let mut r = Reconciler::new(node.netns(), u32::MAX, None).unwrap();
+    let rep = r.apply(&d).unwrap();
+    assert!(rep.total() > 0);
+    assert_eq!(rep.attached, 1);
+
+    assert_kernel_matches(&node, &d.state);
+    // Spot checks in the admin's own words.
+    let t249 = table(&node, 249);
+    assert_eq!(t249[&"10.0.0.40/32".parse().unwrap()], KRoute::Blackhole);
+    let ntk = node.sh("ip route show table 251");
+    assert!(
+        ntk.contains("10.0.0.20/30 via 169.254.109.22 dev eth1 proto ntk src 10.0.0.17"),
+        "{ntk}"
+    );
+    assert!(ntk.contains("unreachable 10.0.0.0/29 proto ntk"), "{ntk}");
+    let addrs = node.sh("ip -4 -o addr show dev eth1");
+    for a in [
+        "169.254.163.36/32",
+        "10.0.0.41/32",
+        "10.0.0.49/32",
+        "10.0.0.57/32",
+        "10.0.0.17/32",
+        "10.0.0.81/32",
+        "192.0.2.1/32",
+    ] {
+        assert!(addrs.contains(a), "{a} missing: {addrs}");
+    }
+    assert!(node
+        .sh("ip -4 -o addr show dev lo")
+        .contains("10.0.0.32/32"));
+    let main = node.sh("ip route show table main");
+    assert!(
+        main.contains("169.254.109.22 dev eth1 proto ntk scope link src 169.254.163.36"),
+        "{main}"
+    );
+    // NAT, read back with nft -j.
+    let nft = node.sh("nft -j list table ip ntkplane");
+    let v: serde_json::Value = serde_json::from_str(&nft).unwrap();
+    let text = v.to_string();
+    assert!(
+        text.contains("\"snat\"") && text.contains("10.0.0.17"),
+        "{nft}"
+    );
+    // Marks in the BPF map.
+    let marks: Vec<(String, u32)> = r
+        .classifier()
+        .entries()
+        .unwrap()
+        .into_iter()
+        .map(|(m, e)| (m.to_string(), e.mark))
+        .collect();
+    assert_eq!(
+        marks,
+        [
+            ("00:16:3E:06:3E:90".to_string(), 248),
+            ("00:16:3E:EC:A3:E1".to_string(), 249),
+            ("00:16:3E:EE:AF:D1".to_string(), 250)
+        ]
+    );
+    r.cleanup().unwrap();
+}
+
+#[test]
+fn second_apply_does_nothing_and_other_states_converge_exactly() {
+    require_root();
+    let (node, _peer) = node();
+    let mut r = Reconciler::new(node.netns(), u32::MAX, None).unwrap();
+    let a = desired(&eps2_s2c());
+    r.apply(&a).unwrap();
+    let again = r.apply(&a).unwrap();
+    assert_eq!(again.total(), 0, "re-apply performed {:?}", again.ops);
+
+    // State B over state A: exactly B.
+    let b = desired(&lambda1_s2d());
+    let rep = r.apply(&b).unwrap();
+    assert!(rep.ops.len() > 10);
+    assert_eq!(r.observe().unwrap(), b.state, "observed state after A → B");
+    assert_kernel_matches(&node, &b.state);
+    for gone in [248, 249] {
+        let left = table(&node, gone);
+        let want: BTreeSet<_> = b
+            .state
+            .routes
+            .keys()
+            .filter(|(t, _)| *t == gone)
+            .map(|(_, p)| *p)
+            .collect();
+        assert_eq!(
+            left.keys().copied().collect::<BTreeSet<_>>(),
+            want,
+            "table {gone}"
+        );
+    }
+    assert!(node
+        .sh("nft list table ip ntkplane")
+        .contains("dnat ip prefix to ip daddr map @pre0"));
+    assert_eq!(r.apply(&b).unwrap().total(), 0);
+    r.cleanup().unwrap();
+}
+
+#[test]
+fn repairs_what_is_removed_behind_its_back() {
+    require_root();
+    let (node, _peer) = node();
+    let mut r = Reconciler::new(node.netns(), u32::MAX, None).unwrap();
+    let d = desired(&eps2_s2c());
+    r.apply(&d).unwrap();
+    node.sh(
+        "ip route del 10.0.0.20/30 table 251 && ip route change unreachable 10.0.0.16/32 table 249 \
+         && ip rule del pref 32764 fwmark 0xf8 && ip addr del 10.0.0.17/32 dev eth1 \
+         && nft delete table ip ntkplane && ip route flush table 250",
+    );
+    let n250 = d.state.routes.keys().filter(|(t, _)| *t == 250).count();
+    let rep = r.apply(&d).unwrap();
+    // 1 route + 1 changed route + 1 rule + 1 address + NAT + the flushed table.
+    assert_eq!(rep.ops.len(), 5 + n250, "{:?}", rep.ops);
+    assert_eq!(r.observe().unwrap(), d.state);
+    assert_kernel_matches(&node, &d.state);
+    assert_eq!(r.apply(&d).unwrap().total(), 0);
+    r.cleanup().unwrap();
+}
+
+#[test]
+fn cleanup_leaves_the_namespace_as_it_was() {
+    require_root();
+    let (node, _peer) = node();
+    // Something that is not ntkplane's, in a table ntkplane uses: it must survive.
+    node.sh("ip route add 10.0.0.41/32 via 192.0.2.2 dev eth1 onlink table 251 && ip rule add pref 1000 fwmark 7 table 7");
+    let before = full_dump(&node);
+    let mut r = Reconciler::new(node.netns(), u32::MAX, None).unwrap();
+    r.apply(&desired(&lambda1_s2d())).unwrap();
+    assert_ne!(full_dump(&node), before);
+    assert!(
+        table(&node, 251).contains_key(&"10.0.0.41/32".parse().unwrap()),
+        "foreign route kept"
+    );
+    let rep = r.cleanup().unwrap();
+    assert!(rep.detached == 1 && rep.ops.len() > 20);
+    assert_eq!(
+        full_dump(&node),
+        before,
+        "kernel state after cleanup differs from before apply"
+    );
+    assert!(r.classifier().entries().unwrap().is_empty());
+    assert_eq!(r.classifier().attached().count(), 0);
+}
