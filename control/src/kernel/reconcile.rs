@@ -110,12 +110,13 @@ impl Reconciler {
         let mut k = in_netns(&self.netns, |rt| {
             rt.block_on(async {
                 let r = Rtnl::connect().await?;
-                let mut k = KernelState::default();
-                k.addresses = r.addresses().await?.into_iter().collect();
-                k.routes = r.routes().await?.into_iter().collect();
-                k.rules = r.rules().await?.into_iter().map(|(r, _)| r).collect();
-                k.nat = nft::observe()?;
-                Ok::<_, KernelError>(k)
+                Ok::<_, KernelError>(KernelState {
+                    addresses: r.addresses().await?.into_iter().collect(),
+                    routes: r.routes().await?.into_iter().collect(),
+                    rules: r.rules().await?.into_iter().map(|(r, _)| r).collect(),
+                    nat: nft::observe()?,
+                    ..Default::default()
+                })
             })
         })??;
         k.marks = self
