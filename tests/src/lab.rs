@@ -137,3 +137,75 @@ pub fn udp_through(
     }
     got
 }
+
+/// One L2 broadcast domain: a bridge in a namespace of its own ("switch"), to which
+/// namespaces are plugged with a veth each (like the docs' VM testbed on one segment).
+pub struct Segment {
+    pub switch: Ns,
+    ports: std::cell::Cell<u32>,
+}
+
+impl Segment {
+    pub fn new() -> Segment {
+        let switch = Ns::new("sw");
+        switch.sh("ip link add br0 type bridge && ip link set br0 up");
+        Segment {
+            switch,
+            ports: std::cell::Cell::new(0),
+        }
+    }
+
+    /// Plugs `ns` in with an interface `ifname` of the given MAC (up, no address).
+    pub fn plug(&self, ns: &Ns, ifname: &str, mac: &str) {
+        let n = self.ports.get();
+        self.ports.set(n + 1);
+        let port = format!("p{n}");
+        must(Command::new("ip").args([
+            "link",
+            "add",
+            &port,
+            "netns",
+            &self.switch.name,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            ifname,
+            "netns",
+            &ns.name,
+            "address",
+            mac,
+        ]));
+        self.switch.sh(&format!(
+            "ip link set {port} master br0 && ip link set {port} up"
+        ));
+        ns.sh(&format!("ip link set {ifname} up"));
+    }
+}
+
+impl Default for Segment {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A UDP socket bound in `ns`.
+pub fn udp_socket(ns: &Ns, bind: &str) -> std::net::UdpSocket {
+    let bind: std::net::SocketAddr = bind.parse().unwrap();
+    let s = ns
+        .netns()
+        .run(|| std::net::UdpSocket::bind(bind))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("bind {bind} in {}: {e}", ns.name));
+    s.set_read_timeout(Some(std::time::Duration::from_millis(700)))
+        .unwrap();
+    s
+}
+
+/// The first datagram on `s` within its timeout: (source, payload).
+pub fn recv(s: &std::net::UdpSocket) -> Option<(std::net::SocketAddr, String)> {
+    let mut buf = [0u8; 1500];
+    s.recv_from(&mut buf)
+        .ok()
+        .map(|(n, from)| (from, String::from_utf8_lossy(&buf[..n]).into_owned()))
+}
