@@ -9,6 +9,8 @@
 pub const NEIGHBOURS_MAP: &str = "NTK_NEIGHBOURS";
 /// Name of the classifier's per-CPU counter array.
 pub const STATS_MAP: &str = "NTK_STATS";
+/// Name of the classifier's settings array (index 0: the mark mask it was loaded with).
+pub const CONFIG_MAP: &str = "NTK_CONFIG";
 /// Name of the classifier program.
 pub const CLASSIFY_PROG: &str = "classify";
 /// Name of the global holding the mark mask (set at load time).

@@ -2,16 +2,23 @@
 //! attach it to interfaces (TCX ingress), keep its MAC → mark map, read its counters.
 //!
 //! This is the only module that talks to the classifier's BPF objects.
-use std::collections::BTreeMap;
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    path::{Path, PathBuf},
+};
 
 use aya::{
-    maps::{HashMap, MapData, MapError, PerCpuArray, PerCpuValues},
-    programs::{tc::SchedClassifierLinkId, ProgramError, SchedClassifier, TcAttachType},
+    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    programs::{
+        links::{FdLink, PinnedLink},
+        tc::SchedClassifierLinkId,
+        ProgramError, SchedClassifier, TcAttachType,
+    },
     Ebpf, EbpfError, EbpfLoader,
 };
 use ntkplane_common::{
-    Counters, MacKey, NeighbourEntry, CLASSIFY_PROG, FIRST_NEIGHBOUR_SLOT, MARK_MASK_GLOBAL,
-    NEIGHBOURS_MAP, SLOT_IGNORED, SLOT_MISS, STATS_MAP, STATS_SLOTS,
+    Counters, MacKey, NeighbourEntry, CLASSIFY_PROG, CONFIG_MAP, FIRST_NEIGHBOUR_SLOT,
+    MARK_MASK_GLOBAL, NEIGHBOURS_MAP, SLOT_IGNORED, SLOT_MISS, STATS_MAP, STATS_SLOTS,
 };
 
 use crate::{
@@ -67,6 +74,61 @@ pub enum ClassifierError {
     Full(u32),
     #[error("cannot read the number of possible CPUs: {0}")]
     Cpus(String),
+    #[error("pin {path}: {detail}")]
+    Pin { path: PathBuf, detail: String },
+    #[error("the pinned classifier in {dir} was loaded with mark mask {pinned:#x}, not {wanted:#x}: clean up first to change the mask")]
+    MaskMismatch {
+        dir: PathBuf,
+        pinned: u32,
+        wanted: u32,
+    },
+}
+
+fn pin_err(path: &Path, e: impl std::fmt::Display) -> ClassifierError {
+    ClassifierError::Pin {
+        path: path.to_path_buf(),
+        detail: e.to_string(),
+    }
+}
+
+/// The program: loaded by this process, or adopted from its pin.
+enum Prog {
+    Loaded(Ebpf),
+    Adopted(SchedClassifier),
+}
+
+/// An attachment: owned by this process (detached on drop), or pinned (survives it).
+enum Attachment {
+    Owned(SchedClassifierLinkId),
+    Pinned(PinnedLink),
+}
+
+const PROG_PIN: &str = "prog";
+const LINK_PIN_PREFIX: &str = "link-";
+
+/// Where bpffs is conventionally mounted.
+pub const BPFFS: &str = "/sys/fs/bpf";
+
+/// Mounts bpffs at [`BPFFS`] unless something is already mounted there.
+pub fn ensure_bpffs() -> Result<(), ClassifierError> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let root = Path::new(BPFFS);
+    if let Ok(st) = nix::sys::statfs::statfs(root) {
+        if st.filesystem_type().0 as i64 == BPF_FS_MAGIC {
+            return Ok(());
+        }
+    }
+    std::fs::create_dir_all(root).map_err(|e| pin_err(root, e))?;
+    nix::mount::mount(
+        Some("bpf"),
+        root,
+        Some("bpf"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .map_err(|e| pin_err(root, format!("mount bpffs: {e}")))?;
+    tracing::info!("mounted bpffs on {BPFFS}");
+    Ok(())
 }
 
 /// Load-time settings.
@@ -86,12 +148,14 @@ impl Default for ClassifierConfig {
 
 /// One loaded `classify` program with its maps, in one network namespace.
 pub struct Classifier {
-    ebpf: Ebpf,
+    prog: Prog,
     neighbours: HashMap<MapData, MacKey, NeighbourEntry>,
     stats: PerCpuArray<MapData, Counters>,
     mark_mask: u32,
     /// Attached interfaces (by name, in the namespace `netns`).
-    links: BTreeMap<String, SchedClassifierLinkId>,
+    links: BTreeMap<String, Attachment>,
+    /// Set in pinned mode: program, maps and links live under this directory.
+    pin_dir: Option<PathBuf>,
     netns: Netns,
     free_slots: Vec<u32>,
     next_slot: u32,
@@ -101,7 +165,121 @@ pub struct Classifier {
 impl Classifier {
     /// Loads the program (verifier included) for use in `netns`. The program and its maps
     /// exist independently of any namespace; the namespace matters only for attaching.
+    /// Nothing is pinned: everything goes when this value is dropped.
     pub fn load(netns: Netns, config: ClassifierConfig) -> Result<Self, ClassifierError> {
+        let (ebpf, neighbours, stats) = Self::load_fresh(config, None)?;
+        Self::assemble(
+            Prog::Loaded(ebpf),
+            neighbours,
+            stats,
+            config.mark_mask,
+            netns,
+            None,
+            BTreeMap::new(),
+        )
+    }
+
+    /// Pinned mode: adopts the program, maps and links pinned under `dir` if there are any
+    /// (no reload, no refill: classification never stopped), else loads and pins them.
+    /// Dropping the value leaves everything in place; [`Classifier::unpin`] removes it.
+    pub fn open_pinned(
+        netns: Netns,
+        config: ClassifierConfig,
+        dir: &Path,
+    ) -> Result<Self, ClassifierError> {
+        ensure_bpffs()?;
+        let prog_pin = dir.join(PROG_PIN);
+        if prog_pin.exists() {
+            return Self::adopt(netns, config, dir);
+        }
+        std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, e))?;
+        let (mut ebpf, neighbours, stats) = Self::load_fresh(config, Some(dir))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(CLASSIFY_PROG)
+            .expect("checked at load")
+            .try_into()
+            .map_err(ClassifierError::Load)?;
+        prog.pin(&prog_pin).map_err(|e| pin_err(&prog_pin, e))?;
+        tracing::info!(dir = %dir.display(), "classifier loaded and pinned");
+        Self::assemble(
+            Prog::Loaded(ebpf),
+            neighbours,
+            stats,
+            config.mark_mask,
+            netns,
+            Some(dir.to_path_buf()),
+            BTreeMap::new(),
+        )
+    }
+
+    fn adopt(netns: Netns, config: ClassifierConfig, dir: &Path) -> Result<Self, ClassifierError> {
+        let map_at = |name: &'static str| -> Result<Map, ClassifierError> {
+            let p = dir.join(name);
+            let md = MapData::from_pin(&p).map_err(|e| pin_err(&p, e))?;
+            Map::from_map_data(md).map_err(|source| ClassifierError::Map { name, source })
+        };
+        let cfg: Array<MapData, u32> =
+            Array::try_from(map_at(CONFIG_MAP)?).map_err(|source| ClassifierError::Map {
+                name: CONFIG_MAP,
+                source,
+            })?;
+        let pinned = cfg.get(&0, 0).map_err(|source| ClassifierError::Map {
+            name: CONFIG_MAP,
+            source,
+        })?;
+        if pinned != config.mark_mask {
+            return Err(ClassifierError::MaskMismatch {
+                dir: dir.to_path_buf(),
+                pinned,
+                wanted: config.mark_mask,
+            });
+        }
+        let neighbours =
+            HashMap::try_from(map_at(NEIGHBOURS_MAP)?).map_err(|source| ClassifierError::Map {
+                name: NEIGHBOURS_MAP,
+                source,
+            })?;
+        let stats =
+            PerCpuArray::try_from(map_at(STATS_MAP)?).map_err(|source| ClassifierError::Map {
+                name: STATS_MAP,
+                source,
+            })?;
+        let prog_pin = dir.join(PROG_PIN);
+        let prog = SchedClassifier::from_pin(&prog_pin).map_err(|e| pin_err(&prog_pin, e))?;
+        let mut links = BTreeMap::new();
+        for e in std::fs::read_dir(dir).map_err(|e| pin_err(dir, e))? {
+            let e = e.map_err(|e| pin_err(dir, e))?;
+            let name = e.file_name().to_string_lossy().into_owned();
+            if let Some(iface) = name.strip_prefix(LINK_PIN_PREFIX) {
+                let l = PinnedLink::from_pin(e.path()).map_err(|err| pin_err(&e.path(), err))?;
+                links.insert(iface.to_string(), Attachment::Pinned(l));
+            }
+        }
+        tracing::info!(dir = %dir.display(), links = links.len(), "classifier adopted from pins");
+        Self::assemble(
+            Prog::Adopted(prog),
+            neighbours,
+            stats,
+            config.mark_mask,
+            netns,
+            Some(dir.to_path_buf()),
+            links,
+        )
+    }
+
+    #[allow(clippy::type_complexity)]
+    /// Loads the object and the program; pins the maps under `pin` when given.
+    fn load_fresh(
+        config: ClassifierConfig,
+        pin: Option<&Path>,
+    ) -> Result<
+        (
+            Ebpf,
+            HashMap<MapData, MacKey, NeighbourEntry>,
+            PerCpuArray<MapData, Counters>,
+        ),
+        ClassifierError,
+    > {
         if EBPF_OBJECT.is_empty() {
             return Err(ClassifierError::ObjectMissing);
         }
@@ -115,36 +293,105 @@ impl Classifier {
             .try_into()
             .map_err(ClassifierError::Load)?;
         prog.load().map_err(ClassifierError::Load)?;
-        let neighbours = HashMap::try_from(
-            ebpf.take_map(NEIGHBOURS_MAP)
-                .ok_or(ClassifierError::Missing(NEIGHBOURS_MAP))?,
-        )
-        .map_err(|source| ClassifierError::Map {
-            name: NEIGHBOURS_MAP,
-            source,
+        let take = |ebpf: &mut Ebpf, name: &'static str| -> Result<Map, ClassifierError> {
+            let map = ebpf.take_map(name).ok_or(ClassifierError::Missing(name))?;
+            if let Some(dir) = pin {
+                let p = dir.join(name);
+                map.pin(&p).map_err(|e| pin_err(&p, e))?;
+            }
+            Ok(map)
+        };
+        let neighbours = HashMap::try_from(take(&mut ebpf, NEIGHBOURS_MAP)?).map_err(|source| {
+            ClassifierError::Map {
+                name: NEIGHBOURS_MAP,
+                source,
+            }
         })?;
-        let stats = PerCpuArray::try_from(
-            ebpf.take_map(STATS_MAP)
-                .ok_or(ClassifierError::Missing(STATS_MAP))?,
-        )
-        .map_err(|source| ClassifierError::Map {
-            name: STATS_MAP,
-            source,
+        let stats = PerCpuArray::try_from(take(&mut ebpf, STATS_MAP)?).map_err(|source| {
+            ClassifierError::Map {
+                name: STATS_MAP,
+                source,
+            }
         })?;
+        let mut cfg: Array<MapData, u32> =
+            Array::try_from(take(&mut ebpf, CONFIG_MAP)?).map_err(|source| {
+                ClassifierError::Map {
+                    name: CONFIG_MAP,
+                    source,
+                }
+            })?;
+        cfg.set(0, config.mark_mask, 0)
+            .map_err(|source| ClassifierError::Map {
+                name: CONFIG_MAP,
+                source,
+            })?;
+        Ok((ebpf, neighbours, stats))
+    }
+
+    fn assemble(
+        prog: Prog,
+        neighbours: HashMap<MapData, MacKey, NeighbourEntry>,
+        stats: PerCpuArray<MapData, Counters>,
+        mark_mask: u32,
+        netns: Netns,
+        pin_dir: Option<PathBuf>,
+        links: BTreeMap<String, Attachment>,
+    ) -> Result<Self, ClassifierError> {
         let nr_cpus = aya::util::nr_cpus()
             .map_err(|(what, e)| ClassifierError::Cpus(format!("{what}: {e}")))?;
-        tracing::debug!(netns = ?netns, mask = format_args!("{:#x}", config.mark_mask), "classifier loaded");
-        Ok(Self {
-            ebpf,
+        let mut c = Self {
+            prog,
             neighbours,
             stats,
-            mark_mask: config.mark_mask,
-            links: BTreeMap::new(),
+            mark_mask,
+            links,
+            pin_dir,
             netns,
             free_slots: Vec::new(),
             next_slot: FIRST_NEIGHBOUR_SLOT,
             nr_cpus,
-        })
+        };
+        // Slots in use are the ones the map's entries point at (after an adoption too).
+        let used: BTreeSet<u32> = c.entries()?.into_iter().map(|(_, e)| e.slot).collect();
+        if let Some(max) = used.iter().max() {
+            c.next_slot = max + 1;
+            c.free_slots = (FIRST_NEIGHBOUR_SLOT..=*max)
+                .filter(|s| !used.contains(s))
+                .rev()
+                .collect();
+        }
+        tracing::debug!(netns = ?c.netns, mask = format_args!("{:#x}", mark_mask), "classifier ready");
+        Ok(c)
+    }
+
+    /// Whether this classifier keeps its objects pinned (they outlive the process).
+    pub fn pin_dir(&self) -> Option<&Path> {
+        self.pin_dir.as_deref()
+    }
+
+    /// Detaches everywhere and removes every pin and the pin directory (and its parent when
+    /// that becomes empty). The program and maps stay loaded until this value is dropped.
+    pub fn unpin(&mut self) -> Result<(), ClassifierError> {
+        let ifaces: Vec<String> = self.links.keys().cloned().collect();
+        for i in ifaces {
+            self.detach(&i)?;
+        }
+        if let Some(dir) = self.pin_dir.take() {
+            for name in [PROG_PIN, NEIGHBOURS_MAP, STATS_MAP, CONFIG_MAP] {
+                let p = dir.join(name);
+                match std::fs::remove_file(&p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => return Err(pin_err(&p, e)),
+                }
+            }
+            std::fs::remove_dir(&dir).map_err(|e| pin_err(&dir, e))?;
+            if let Some(parent) = dir.parent() {
+                let _ = std::fs::remove_dir(parent); // only succeeds when empty
+            }
+            tracing::info!(dir = %dir.display(), "classifier unpinned");
+        }
+        Ok(())
     }
 
     pub fn mark_mask(&self) -> u32 {
@@ -157,19 +404,25 @@ impl Classifier {
 
     /// The loaded program, for `BPF_PROG_TEST_RUN` and inspection.
     pub fn program(&self) -> &SchedClassifier {
-        self.ebpf
-            .program(CLASSIFY_PROG)
-            .expect("checked at load")
-            .try_into()
-            .expect("checked at load")
+        match &self.prog {
+            Prog::Loaded(e) => e
+                .program(CLASSIFY_PROG)
+                .expect("checked at load")
+                .try_into()
+                .expect("checked at load"),
+            Prog::Adopted(p) => p,
+        }
     }
 
     fn program_mut(&mut self) -> &mut SchedClassifier {
-        self.ebpf
-            .program_mut(CLASSIFY_PROG)
-            .expect("checked at load")
-            .try_into()
-            .expect("checked at load")
+        match &mut self.prog {
+            Prog::Loaded(e) => e
+                .program_mut(CLASSIFY_PROG)
+                .expect("checked at load")
+                .try_into()
+                .expect("checked at load"),
+            Prog::Adopted(p) => p,
+        }
     }
 
     /// Attaches to `iface` (a name inside this classifier's namespace) at TC ingress. On
@@ -180,6 +433,10 @@ impl Classifier {
             return Ok(());
         }
         let netns = self.netns.clone();
+        let pin = self
+            .pin_dir
+            .as_ref()
+            .map(|d| d.join(format!("{LINK_PIN_PREFIX}{iface}")));
         let prog = self.program_mut();
         let id = netns
             .run(|| prog.attach(iface, TcAttachType::Ingress))?
@@ -187,23 +444,42 @@ impl Classifier {
                 iface: iface.to_string(),
                 source,
             })?;
+        let attachment = match pin {
+            None => Attachment::Owned(id),
+            Some(path) => {
+                let link = prog
+                    .take_link(id)
+                    .map_err(|source| ClassifierError::Attach {
+                        iface: iface.to_string(),
+                        source,
+                    })?;
+                let fd: FdLink = link.try_into().map_err(|e| pin_err(&path, e))?;
+                Attachment::Pinned(fd.pin(&path).map_err(|e| pin_err(&path, e))?)
+            }
+        };
         tracing::info!(iface, netns = ?netns, "classifier attached (tc ingress)");
-        self.links.insert(iface.to_string(), id);
+        self.links.insert(iface.to_string(), attachment);
         Ok(())
     }
 
     /// Detaches from `iface`.
     pub fn detach(&mut self, iface: &str) -> Result<(), ClassifierError> {
-        let id = self
+        let attachment = self
             .links
             .remove(iface)
             .ok_or_else(|| ClassifierError::NotAttached(iface.to_string()))?;
-        self.program_mut()
-            .detach(id)
-            .map_err(|source| ClassifierError::Detach {
-                iface: iface.to_string(),
-                source,
-            })?;
+        match attachment {
+            Attachment::Owned(id) => {
+                self.program_mut()
+                    .detach(id)
+                    .map_err(|source| ClassifierError::Detach {
+                        iface: iface.to_string(),
+                        source,
+                    })?
+            }
+            // Removing the pin and closing the last fd destroys the TCX link.
+            Attachment::Pinned(p) => drop(p.unpin().map_err(|e| pin_err(Path::new(iface), e))?),
+        }
         tracing::info!(iface, "classifier detached");
         Ok(())
     }

@@ -25,6 +25,11 @@ static NTK_NEIGHBOURS: HashMap<MacKey, NeighbourEntry> =
 #[map(name = "NTK_STATS")]
 static NTK_STATS: PerCpuArray<Counters> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
 
+/// Load-time settings, written by user space for whoever adopts the pinned objects later
+/// (index 0: the mark mask). The packet path reads the constant global below instead.
+#[map(name = "NTK_CONFIG")]
+static NTK_CONFIG: aya_ebpf::maps::Array<u32> = aya_ebpf::maps::Array::with_max_entries(1, 0);
+
 /// Bits of `skb->mark` the classifier owns. Set at load time; bits outside it are preserved
 /// so that ntkplane coexists with other users of the mark (WireGuard, Docker, firewalld).
 #[no_mangle]

@@ -127,3 +127,55 @@ fn the_next_tcx_program_still_runs_under_a_masked_rule() {
     assert!(first.misses().unwrap().packets >= 10);
     assert!(second.counters(sender_mac).unwrap().unwrap().packets >= 10);
 }
+
+#[test]
+fn pinned_classifier_outlives_its_process_and_is_adopted() {
+    use ntkplane::classifier::{ClassifierError, BPFFS};
+    require_root();
+    let l = line();
+    let wait = Duration::from_millis(500);
+    let sender_mac: MacAddr = SENDER_MAC.parse().unwrap();
+    let dir = std::path::PathBuf::from(BPFFS)
+        .join("ntkplane")
+        .join(&l.router.name);
+    let cfg = ClassifierConfig::default();
+    {
+        let mut c = Classifier::open_pinned(l.router.netns(), cfg, &dir).unwrap();
+        c.attach("r0").unwrap();
+        c.insert(sender_mac, MARK, MARK).unwrap();
+        assert_eq!(udp_through(&l.sender, &l.sink, sink_addr(), 10, wait), 10);
+    } // the owning process is gone ("daemon down")
+    assert!(dir.join("prog").exists() && dir.join("link-r0").exists());
+    assert_eq!(
+        udp_through(&l.sender, &l.sink, sink_addr(), 10, wait),
+        10,
+        "classification stopped with its process"
+    );
+
+    // A restart adopts: same attachment, same entries, counters kept (no reload, no refill).
+    let mut c = Classifier::open_pinned(l.router.netns(), cfg, &dir).unwrap();
+    assert_eq!(c.attached().collect::<Vec<_>>(), ["r0"]);
+    assert!(c.counters(sender_mac).unwrap().unwrap().packets >= 20);
+    let wrong =
+        Classifier::open_pinned(l.router.netns(), ClassifierConfig { mark_mask: 0xff }, &dir);
+    assert!(matches!(
+        wrong,
+        Err(ClassifierError::MaskMismatch {
+            pinned: u32::MAX,
+            wanted: 0xff,
+            ..
+        })
+    ));
+    // The adopted program still takes new neighbours and new interfaces.
+    c.insert("02:00:5e:10:00:99".parse().unwrap(), 249, 249)
+        .unwrap();
+    assert_eq!(c.entries().unwrap().len(), 2);
+
+    c.unpin().unwrap();
+    assert!(!dir.exists(), "pins left behind");
+    assert_eq!(
+        udp_through(&l.sender, &l.sink, sink_addr(), 5, wait),
+        0,
+        "still attached after unpin"
+    );
+}

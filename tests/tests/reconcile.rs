@@ -214,9 +214,15 @@ fn cleanup_leaves_the_namespace_as_it_was() {
     // Something that is not ntkplane's, in a table ntkplane uses: it must survive.
     node.sh("ip route add 10.0.0.41/32 via 192.0.2.2 dev eth1 onlink table 251 && ip rule add pref 1000 fwmark 7 table 7");
     let before = full_dump(&node);
-    let mut r = Reconciler::new(node.netns(), u32::MAX, None).unwrap();
+    assert_eq!(tcx_programs(&node), 0);
+    let pins = std::path::PathBuf::from(ntkplane::classifier::BPFFS)
+        .join("ntkplane")
+        .join(&node.name);
+    let mut r = Reconciler::pinned(node.netns(), u32::MAX, None, &pins).unwrap();
     r.apply(&desired(&lambda1_s2d())).unwrap();
     assert_ne!(full_dump(&node), before);
+    assert_eq!(tcx_programs(&node), 1);
+    assert!(pins.join("link-eth1").exists());
     assert!(
         table(&node, 251).contains_key(&"10.0.0.41/32".parse().unwrap()),
         "foreign route kept"
@@ -230,4 +236,14 @@ fn cleanup_leaves_the_namespace_as_it_was() {
     );
     assert!(r.classifier().entries().unwrap().is_empty());
     assert_eq!(r.classifier().attached().count(), 0);
+}
+
+/// Number of TCX programs on `eth1` ingress (bpftool here is too old to show TCX links).
+fn tcx_programs(ns: &Ns) -> usize {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    ns.netns()
+        .run(|| SchedClassifier::query_tcx("eth1", TcAttachType::Ingress))
+        .unwrap()
+        .map(|(_, progs)| progs.len())
+        .unwrap_or(0)
 }

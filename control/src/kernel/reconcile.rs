@@ -97,6 +97,24 @@ impl Reconciler {
         })
     }
 
+    /// A reconciler whose classifier is pinned under `pin_dir` (adopted if already there), so
+    /// classification goes on while no process runs, and a restart does not reload it.
+    pub fn pinned(
+        netns: Netns,
+        mark_mask: u32,
+        rt_tables: Option<PathBuf>,
+        pin_dir: &std::path::Path,
+    ) -> Result<Self, KernelError> {
+        let classifier =
+            Classifier::open_pinned(netns.clone(), ClassifierConfig { mark_mask }, pin_dir)?;
+        Ok(Self {
+            netns,
+            classifier,
+            rt_tables,
+            last: None,
+        })
+    }
+
     pub fn netns(&self) -> &Netns {
         &self.netns
     }
@@ -248,6 +266,7 @@ impl Reconciler {
     pub fn cleanup(&mut self) -> Result<Report, KernelError> {
         let empty = Desired::default();
         let report = self.apply(&empty)?;
+        self.classifier.unpin()?;
         self.last = None;
         Ok(report)
     }

@@ -28,3 +28,31 @@ pub fn write(path: &Path, names: &BTreeMap<u32, String>) -> io::Result<bool> {
     fs::rename(&tmp, path)?;
     Ok(true)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn writes_only_on_change_and_removes_when_empty() {
+        let dir = std::env::temp_dir().join(format!("ntkplane-rt-{}", std::process::id()));
+        let path = dir.join("ntkplane.conf");
+        let names = BTreeMap::from([
+            (251, "ntk".to_string()),
+            (250, "ntk_from_00:16:3E:5B:78:D5".to_string()),
+        ]);
+        assert!(write(&path, &names).unwrap());
+        assert_eq!(
+            fs::read_to_string(&path).unwrap(),
+            "# Written by ntkplane; do not edit.\n250 ntk_from_00:16:3E:5B:78:D5\n251 ntk\n"
+        );
+        assert!(
+            !write(&path, &names).unwrap(),
+            "unchanged content is not rewritten"
+        );
+        assert!(write(&path, &BTreeMap::new()).unwrap());
+        assert!(!path.exists());
+        assert!(!write(&path, &BTreeMap::new()).unwrap());
+        fs::remove_dir(&dir).unwrap();
+    }
+}
