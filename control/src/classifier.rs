@@ -92,6 +92,7 @@ fn pin_err(path: &Path, e: impl std::fmt::Display) -> ClassifierError {
 }
 
 /// The program: loaded by this process, or adopted from its pin.
+#[allow(clippy::large_enum_variant)] // one per namespace; boxing buys nothing
 enum Prog {
     Loaded(Ebpf),
     Adopted(SchedClassifier),
@@ -114,7 +115,7 @@ pub fn ensure_bpffs() -> Result<(), ClassifierError> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let root = Path::new(BPFFS);
     if let Ok(st) = nix::sys::statfs::statfs(root) {
-        if st.filesystem_type().0 as i64 == BPF_FS_MAGIC {
+        if st.filesystem_type().0 == BPF_FS_MAGIC {
             return Ok(());
         }
     }
