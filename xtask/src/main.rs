@@ -1,4 +1,5 @@
 //! `cargo xtask …`: the project's build and test entry points.
+mod bench;
 mod ebpf;
 mod test;
 
@@ -26,12 +27,19 @@ enum Cmd {
     },
     /// Run the demo lab (arrives with the lab issue).
     Demo,
+    /// Benchmarks (today: route programming), as ratios against baselines of the same run.
+    Bench {
+        /// A short run (about a minute) for CI.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 fn main() -> Result<()> {
     match Cli::parse().command {
         Cmd::BuildEbpf => ebpf::build().map(|_| ()),
         Cmd::Test { args } => test::run_all(&args),
+        Cmd::Bench { quick } => bench::run_all(quick),
         Cmd::Demo => bail!(
             "the demo lab is not implemented yet: it arrives with the lab issue. \
              `cargo xtask test` runs everything that exists today"
