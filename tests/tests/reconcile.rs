@@ -247,3 +247,50 @@ fn tcx_programs(ns: &Ns) -> usize {
         .map(|(_, progs)| progs.len())
         .unwrap_or(0)
 }
+
+#[test]
+fn nat_element_changes_touch_only_elements() {
+    require_root();
+    let (node, _peer) = node();
+    let mut r = Reconciler::new(node.netns(), u32::MAX, None).unwrap();
+    let with_anon = desired(&lambda1_s2d());
+    r.apply(&with_anon).unwrap();
+    let handle = |ns: &Ns| -> u64 {
+        let v: serde_json::Value =
+            serde_json::from_str(&ns.sh("nft -j list table ip ntkplane")).unwrap();
+        v["nftables"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find_map(|o| o["table"]["handle"].as_u64())
+            .unwrap()
+    };
+    let h0 = handle(&node);
+    // Without serve-anonymous one prerouting element goes (range4): same structure.
+    let mut without = with_anon.clone();
+    without
+        .state
+        .nat
+        .pre
+        .retain(|(d, _)| d.to_string() != "10.0.0.86/31");
+    assert_eq!(without.state.nat.skeleton(), with_anon.state.nat.skeleton());
+    r.apply(&without).unwrap();
+    assert_eq!(
+        handle(&node),
+        h0,
+        "the table was rebuilt for an element change"
+    );
+    let text = node.sh("nft list table ip ntkplane");
+    assert!(
+        !text.contains("10.0.0.86/31") && text.contains("10.0.0.22/31 : 10.0.0.40/31"),
+        "{text}"
+    );
+    assert_eq!(r.observe().unwrap().nat, without.state.nat);
+    // A structural change (no SNAT any more) rebuilds the table.
+    let mut no_snat = without.clone();
+    no_snat.state.nat.snat = None;
+    r.apply(&no_snat).unwrap();
+    assert_eq!(r.observe().unwrap().nat, no_snat.state.nat);
+    assert!(!node.sh("nft list table ip ntkplane").contains("snat ip to"));
+    r.cleanup().unwrap();
+}

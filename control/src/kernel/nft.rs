@@ -10,10 +10,29 @@ use std::{
 
 use serde_json::Value;
 
+use std::collections::{BTreeMap, BTreeSet};
+
 use crate::{
     addr::Ipv4Prefix,
-    plan::nat::{NatState, NFT_TABLE},
+    plan::nat::{NatState, Skeleton, NFT_TABLE},
 };
+
+/// What `apply` did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NatChange {
+    /// The table was (re)built in one transaction.
+    Table,
+    /// Only map elements were deleted/added, in one transaction.
+    Elements,
+}
+
+/// ntkplane's table as read back: canonical state, structure, and each map's elements.
+#[derive(Debug, Clone, Default)]
+pub struct Observed {
+    pub nat: NatState,
+    pub skeleton: Skeleton,
+    pub maps: BTreeMap<String, BTreeSet<(Ipv4Prefix, Ipv4Prefix)>>,
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum NftError {
@@ -52,12 +71,53 @@ fn run(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String), Nft
     ))
 }
 
-/// Replaces ntkplane's table by `nat` in one transaction; an empty state removes it.
-pub fn apply(nat: &NatState) -> Result<(), NftError> {
+/// Makes ntkplane's table hold `nat`, in one transaction: when only map elements differ,
+/// only they change (rules, counters and handles stay); otherwise the table is rebuilt; an
+/// empty state removes it.
+pub fn apply(nat: &NatState) -> Result<NatChange, NftError> {
+    let current = observe_full()?;
+    if let Some(cur) = current.filter(|c| !nat.is_empty() && c.skeleton == nat.skeleton()) {
+        let want = nat.maps();
+        let mut script = String::new();
+        for (name, elems) in &cur.maps {
+            let gone: Vec<String> = elems
+                .difference(want.get(name).unwrap_or(&BTreeSet::new()))
+                .map(|(k, _)| k.to_string())
+                .collect();
+            if !gone.is_empty() {
+                script.push_str(&format!(
+                    "delete element ip {NFT_TABLE} {name} {{ {} }}\n",
+                    gone.join(", ")
+                ));
+            }
+        }
+        for (name, elems) in &want {
+            let new: Vec<String> = elems
+                .difference(cur.maps.get(name).unwrap_or(&BTreeSet::new()))
+                .map(|(k, v)| format!("{k} : {v}"))
+                .collect();
+            if !new.is_empty() {
+                script.push_str(&format!(
+                    "add element ip {NFT_TABLE} {name} {{ {} }}\n",
+                    new.join(", ")
+                ));
+            }
+        }
+        run_script(&script)?;
+        return Ok(NatChange::Elements);
+    }
     // `table` declares it (no-op if present) so that `delete` never fails.
     let mut script = format!("table ip {NFT_TABLE}\ndelete table ip {NFT_TABLE}\n");
     if !nat.is_empty() {
         script.push_str(&nat.render());
+    }
+    run_script(&script)?;
+    Ok(NatChange::Table)
+}
+
+fn run_script(script: &str) -> Result<(), NftError> {
+    if script.is_empty() {
+        return Ok(());
     }
     let (ok, _, err) = run(&["-f", "-"], Some(&script))?;
     if !ok {
@@ -71,14 +131,19 @@ pub fn apply(nat: &NatState) -> Result<(), NftError> {
 
 /// Reads ntkplane's table back (empty state when it does not exist).
 pub fn observe() -> Result<NatState, NftError> {
+    Ok(observe_full()?.map(|o| o.nat).unwrap_or_default())
+}
+
+/// Reads ntkplane's table back with its structure; `None` when it does not exist.
+pub fn observe_full() -> Result<Option<Observed>, NftError> {
     let (ok, out, err) = run(&["-j", "list", "table", "ip", NFT_TABLE], None)?;
     if !ok {
         if err.contains("No such file or directory") {
-            return Ok(NatState::default());
+            return Ok(None);
         }
         return Err(NftError::Failed(err.trim().to_string()));
     }
-    parse(&out)
+    parse(&out).map(Some)
 }
 
 /// The raw JSON ruleset of ntkplane's table, for tests and `show` commands.
@@ -101,8 +166,8 @@ fn prefix_of(v: &Value) -> Option<Ipv4Prefix> {
     v.as_str()?.parse().ok()
 }
 
-/// Parses `nft -j list table ip ntkplane` into the canonical state.
-pub fn parse(json: &str) -> Result<NatState, NftError> {
+/// Parses `nft -j list table ip ntkplane`.
+pub fn parse(json: &str) -> Result<Observed, NftError> {
     let v: Value = serde_json::from_str(json).map_err(|e| NftError::Parse(e.to_string()))?;
     let objs = v["nftables"]
         .as_array()
@@ -127,6 +192,7 @@ pub fn parse(json: &str) -> Result<NatState, NftError> {
         }
     }
     let mut s = NatState::default();
+    let mut post_maps: BTreeMap<String, Ipv4Prefix> = BTreeMap::new();
     for o in objs {
         let Some(r) = o.get("rule") else { continue };
         let exprs = r["expr"].as_array().cloned().unwrap_or_default();
@@ -154,6 +220,7 @@ pub fn parse(json: &str) -> Result<NatState, NftError> {
                     match (kind, saddr) {
                         ("dnat", _) => s.pre.extend(elems),
                         ("snat", Some(src)) => {
+                            post_maps.insert(name.to_string(), src);
                             s.post.extend(elems.into_iter().map(|(k, v)| (src, k, v)))
                         }
                         _ => return Err(NftError::Parse(format!("unexpected rule {r}"))),
@@ -169,5 +236,18 @@ pub fn parse(json: &str) -> Result<NatState, NftError> {
             }
         }
     }
-    Ok(s)
+    let skeleton = Skeleton {
+        pre_maps: maps.keys().filter(|n| n.starts_with("pre")).count(),
+        post_maps: post_maps.values().copied().collect(),
+        snat: s.snat,
+    };
+    let maps = maps
+        .into_iter()
+        .map(|(n, v)| (n, v.into_iter().collect()))
+        .collect();
+    Ok(Observed {
+        nat: s,
+        skeleton,
+        maps,
+    })
 }

@@ -253,7 +253,10 @@ impl Reconciler {
                         Op::DelMark { mac } => {
                             classifier.remove(*mac)?;
                         }
-                        Op::SetNat(nat) => nft::apply(nat)?,
+                        Op::SetNat(nat) => {
+                            let how = nft::apply(nat)?;
+                            tracing::debug!(?how, "nat applied");
+                        }
                     }
                 }
                 Ok::<_, KernelError>(())

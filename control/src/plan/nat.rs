@@ -79,6 +79,29 @@ impl NatState {
         out
     }
 
+    /// Everything but map elements: map names (with, for postrouting maps, their source
+    /// selector) and the SNAT rule. Two states with the same skeleton differ only in
+    /// elements, which can be changed without touching rules.
+    pub fn skeleton(&self) -> Skeleton {
+        Skeleton {
+            pre_maps: self.pre_layers().len(),
+            post_maps: self.post_layers().iter().map(|(src, _)| *src).collect(),
+            snat: self.snat,
+        }
+    }
+
+    /// Map name → elements, as rendered.
+    pub fn maps(&self) -> std::collections::BTreeMap<String, BTreeSet<(Ipv4Prefix, Ipv4Prefix)>> {
+        let mut m = std::collections::BTreeMap::new();
+        for (i, l) in self.pre_layers().into_iter().enumerate() {
+            m.insert(format!("pre{i}"), l.into_iter().collect());
+        }
+        for (i, (_, l)) in self.post_layers().into_iter().enumerate() {
+            m.insert(format!("post{i}"), l.into_iter().collect());
+        }
+        m
+    }
+
     /// The whole table as an `nft -f` script (without the replace preamble).
     pub fn render(&self) -> String {
         let mut s = String::new();
@@ -123,6 +146,15 @@ impl NatState {
         let _ = writeln!(s, "  }}\n}}");
         s
     }
+}
+
+/// The structure of ntkplane's nft table (see [`NatState::skeleton`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Skeleton {
+    pub pre_maps: usize,
+    /// Source selector of `post0`, `post1`, …
+    pub post_maps: Vec<Ipv4Prefix>,
+    pub snat: Option<(Ipv4Prefix, Ipv4Addr)>,
 }
 
 /// Splits entries into layers of pairwise non-overlapping keys, most specific first.
