@@ -143,6 +143,26 @@ impl Rtnl {
         Ok(())
     }
 
+    /// Creates macvlan `name` on the lower device `lower` (a NIC of this namespace), directly
+    /// inside the namespace `target` (an identity's pseudo-interface), optionally with a fixed
+    /// MAC. Mode: the kernel default used by `ip` (VEPA), as in the reference.
+    pub async fn add_macvlan(
+        &self,
+        name: &str,
+        lower: &str,
+        mac: Option<MacAddr>,
+        target: &std::fs::File,
+    ) -> Result<(), RtnlError> {
+        use std::os::fd::AsRawFd;
+        let idx = self.index(lower)?;
+        let mut b = rtnetlink::LinkMacVlan::new(name, idx, netlink_packet_route::link::MacVlanMode::Vepa);
+        if let Some(m) = mac {
+            b = b.address(m.0.to_vec());
+        }
+        let msg = b.setns_by_fd(target.as_raw_fd()).build();
+        self.h.link().add(msg).execute().await.map_err(req(format!("add macvlan {name} on {lower}")))
+    }
+
     /// ntkplane's IPv4 addresses: (device, address); all are /32.
     pub async fn addresses(&self) -> Result<Vec<(String, Ipv4Addr)>, RtnlError> {
         let msgs: Vec<AddressMessage> = self
