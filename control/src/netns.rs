@@ -53,17 +53,27 @@ impl Netns {
             return Err(NetnsError::BadName(name.into()));
         }
         let dir = Path::new(NETNS_RUN_DIR);
-        let err = |d: String| NetnsError::Create { name: name.into(), detail: d };
+        let err = |d: String| NetnsError::Create {
+            name: name.into(),
+            detail: d,
+        };
         std::fs::create_dir_all(dir).map_err(|e| err(e.to_string()))?;
         let path = dir.join(name);
-        match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&path)
+        {
             Ok(_) => {}
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => return Err(NetnsError::Exists(name.into())),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
+                return Err(NetnsError::Exists(name.into()))
+            }
             Err(e) => return Err(err(e.to_string())),
         }
         let made = std::thread::scope(|s| {
             s.spawn(|| -> Result<(), String> {
-                nix::sched::unshare(CloneFlags::CLONE_NEWNET).map_err(|e| format!("unshare: {e}"))?;
+                nix::sched::unshare(CloneFlags::CLONE_NEWNET)
+                    .map_err(|e| format!("unshare: {e}"))?;
                 nix::mount::mount(
                     Some("/proc/thread-self/ns/net"),
                     &path,
@@ -88,8 +98,12 @@ impl Netns {
     /// process or socket holds it.
     pub fn delete(name: &str) -> Result<(), NetnsError> {
         let path = Path::new(NETNS_RUN_DIR).join(name);
-        let err = |d: String| NetnsError::Delete { name: name.into(), detail: d };
-        nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH).map_err(|e| err(format!("umount: {e}")))?;
+        let err = |d: String| NetnsError::Delete {
+            name: name.into(),
+            detail: d,
+        };
+        nix::mount::umount2(&path, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| err(format!("umount: {e}")))?;
         std::fs::remove_file(&path).map_err(|e| err(e.to_string()))?;
         tracing::info!(name, "network namespace deleted");
         Ok(())

@@ -170,6 +170,16 @@ pub fn lambda1_s2d() -> ForwardingState {
     compute(&net.input("lambda1", fixed_tables(&tables), &opts).unwrap()).unwrap()
 }
 
+/// The reconciler's input for a state on a node whose only interface is `eth1`.
+pub fn desired(st: &ForwardingState) -> ntkplane::kernel::Desired {
+    let (state, table_names) = kernel(st);
+    ntkplane::kernel::Desired {
+        interfaces: vec!["eth1".into()],
+        state,
+        table_names,
+    }
+}
+
 /// Kernel form with the full mark mask, and the table names for rt_tables.
 pub fn kernel(st: &ForwardingState) -> (KernelState, BTreeMap<u32, String>) {
     let names = st.tables.values().map(|t| (t.id, t.name.clone())).collect();

@@ -3,20 +3,11 @@
 //! One L2 segment joins the node under test with namespaces that play its neighbours,
 //! using the MACs and link-locals of scenarios.md, so the classifier marks their frames
 //! exactly as on the real systems.
-use ntkplane::kernel::{Desired, Reconciler};
+use ntkplane::kernel::Reconciler;
 use ntkplane_integration::{
     lab::{recv, require_root, udp_socket, Ns, Segment},
-    scenarios::{eps2_s2c, kernel, lambda1_s2d},
+    scenarios::{desired, eps2_s2c, lambda1_s2d},
 };
-
-fn desired(st: &ntkplane::fwd::ForwardingState) -> Desired {
-    let (state, table_names) = kernel(st);
-    Desired {
-        interfaces: vec!["eth1".into()],
-        state,
-        table_names,
-    }
-}
 
 /// ε₂ under test, β₂ and λ₁ as neighbours.
 struct EpsLab {

@@ -4,13 +4,13 @@
 use std::collections::BTreeSet;
 
 use ntkplane::{
-    kernel::{Desired, Reconciler},
+    kernel::Reconciler,
     plan::{KRoute, KernelState, MAIN_TABLE},
 };
 use ntkplane_integration::{
     lab::{require_root, veth, End, Ns},
     readback::{full_dump, ntk_rules, table},
-    scenarios::{eps2_s2c, kernel, lambda1_s2d},
+    scenarios::{desired, eps2_s2c, lambda1_s2d},
 };
 
 /// A node with `eth1` (MAC of ε) towards a peer namespace.
@@ -23,15 +23,6 @@ fn node() -> (Ns, Ns) {
     );
     // The fixture address is not ntkplane's: it must survive everything.
     (node, peer)
-}
-
-fn desired(st: &ntkplane::fwd::ForwardingState) -> Desired {
-    let (state, table_names) = kernel(st);
-    Desired {
-        interfaces: vec!["eth1".into()],
-        state,
-        table_names,
-    }
 }
 
 fn assert_kernel_matches(ns: &Ns, want: &KernelState) {

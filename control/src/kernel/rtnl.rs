@@ -155,12 +155,18 @@ impl Rtnl {
     ) -> Result<(), RtnlError> {
         use std::os::fd::AsRawFd;
         let idx = self.index(lower)?;
-        let mut b = rtnetlink::LinkMacVlan::new(name, idx, netlink_packet_route::link::MacVlanMode::Vepa);
+        let mut b =
+            rtnetlink::LinkMacVlan::new(name, idx, netlink_packet_route::link::MacVlanMode::Vepa);
         if let Some(m) = mac {
             b = b.address(m.0.to_vec());
         }
         let msg = b.setns_by_fd(target.as_raw_fd()).build();
-        self.h.link().add(msg).execute().await.map_err(req(format!("add macvlan {name} on {lower}")))
+        self.h
+            .link()
+            .add(msg)
+            .execute()
+            .await
+            .map_err(req(format!("add macvlan {name} on {lower}")))
     }
 
     /// ntkplane's IPv4 addresses: (device, address); all are /32.
