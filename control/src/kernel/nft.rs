@@ -119,7 +119,7 @@ fn run_script(script: &str) -> Result<(), NftError> {
     if script.is_empty() {
         return Ok(());
     }
-    let (ok, _, err) = run(&["-f", "-"], Some(&script))?;
+    let (ok, _, err) = run(&["-f", "-"], Some(script))?;
     if !ok {
         return Err(NftError::Failed(format!(
             "{}\n--- script ---\n{script}",
