@@ -113,6 +113,9 @@ pub const BPFFS: &str = "/sys/fs/bpf";
 /// Mounts bpffs at [`BPFFS`] unless something is already mounted there.
 pub fn ensure_bpffs() -> Result<(), ClassifierError> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    // Two threads mounting at once would stack two bpffs and hide each other's pins.
+    static MOUNTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _guard = MOUNTING.lock().unwrap_or_else(|e| e.into_inner());
     let root = Path::new(BPFFS);
     if let Ok(st) = nix::sys::statfs::statfs(root) {
         if st.filesystem_type().0 == BPF_FS_MAGIC {

@@ -39,4 +39,19 @@ fn remove_stale_test_namespaces() {
             let _ = Command::new("ip").args(["netns", "del", name]).status();
         }
     }
+    // Pins of a killed test (their namespace, hence their links, are gone already).
+    if let Ok(dirs) = std::fs::read_dir("/sys/fs/bpf/ntkplane") {
+        for d in dirs.flatten() {
+            if d.file_name()
+                .to_string_lossy()
+                .starts_with(TEST_NETNS_PREFIX)
+            {
+                step(format!(
+                    "removing leftover test pins {}",
+                    d.path().display()
+                ));
+                let _ = std::fs::remove_dir_all(d.path());
+            }
+        }
+    }
 }
