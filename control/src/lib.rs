@@ -11,3 +11,4 @@ pub mod kernel;
 pub mod mac;
 pub mod netns;
 pub mod plan;
+pub mod system;
