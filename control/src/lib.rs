@@ -6,6 +6,8 @@
 //! - [`netns`]: entering network namespaces.
 pub mod addr;
 pub mod classifier;
+pub mod cli;
+pub mod daemon;
 pub mod fwd;
 pub mod kernel;
 pub mod mac;

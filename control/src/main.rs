@@ -1,8 +1,12 @@
-//! The `ntkplane` command.
-use std::process::ExitCode;
+//! The `ntkplane` command: the daemon (`run`), its client commands, and `addr`.
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::atomic::AtomicBool};
 
 use clap::{Args, Parser, Subcommand};
-use ntkplane::addr::{report::AddrReport, NtkAddress, Topology};
+use ntkplane::{
+    addr::{report::AddrReport, HCoord, NtkAddress, Topology},
+    daemon::proto::Request,
+    mac::MacAddr,
+};
 
 #[derive(Parser)]
 #[command(
@@ -11,16 +15,106 @@ use ntkplane::addr::{report::AddrReport, NtkAddress, Topology};
     about = "A Linux dataplane for Netsukuku mesh networks"
 )]
 struct Cli {
+    /// Daemon instance: names its socket, state, pins and identity namespaces
+    #[arg(long, global = true, default_value = "ntkplane")]
+    instance: String,
+    /// Directory of the control sockets
+    #[arg(long, global = true, default_value = "/run/ntkplane")]
+    run_dir: PathBuf,
+    /// Print replies as JSON
+    #[arg(long, global = true)]
+    json: bool,
     #[command(subcommand)]
     command: Command,
 }
 
 #[derive(Subcommand)]
 enum Command {
+    /// Start the daemon that owns this system's dataplane (qspnclient's `init`)
+    Run(RunArgs),
+    /// A neighbour identity seen on a NIC (what Neighborhood/Identities told qspnclient)
+    AddIdentityArc {
+        identity: u32,
+        nic: String,
+        peer_mac: MacAddr,
+        peer_linklocal: Ipv4Addr,
+    },
+    /// `add_qspn_arc <identity> <nic> <peer_mac>`: the neighbour is in our network
+    AddQspnArc {
+        identity: u32,
+        nic: String,
+        peer_mac: MacAddr,
+    },
+    /// The neighbour's address over a qspn arc (its first ETP)
+    SetNeighbour {
+        identity: u32,
+        arc: u32,
+        address: String,
+    },
+    /// The paths an identity knows towards destination LEVEL,POS, as JSON:
+    /// `[{"arc":0,"hops":[{"lvl":1,"pos":1}],"cost":10000}]`
+    SetPaths {
+        identity: u32,
+        dest: String,
+        paths: String,
+    },
+    /// Forget the paths towards destination LEVEL,POS
+    RemovePaths { identity: u32, dest: String },
+    /// Remove an identity arc (and its forwarding table)
+    RemoveArc { identity: u32, arc: u32 },
+    /// Identities, arcs of one identity, or tables with route counts and packet counters
+    Show {
+        #[command(subcommand)]
+        what: ShowWhat,
+    },
+    /// A summary of the daemon's state
+    Status,
+    /// Stop the daemon, removing everything it installed
+    Quit,
     /// Every IPv4 form of a Netsukuku address: own addresses, g-nodes, destinations, NETMAP.
     Addr(AddrArgs),
     /// Load the classifier and report the verifier's verdict (a smoke check of the eBPF object).
     CheckEbpf,
+}
+
+#[derive(Subcommand)]
+enum ShowWhat {
+    Identities,
+    Arcs { identity: u32 },
+    Tables,
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// gsize of every level, highest level first, e.g. 4.2.2.2
+    #[arg(long)]
+    topology: String,
+    /// The first (completely real) address, highest level first
+    #[arg(long)]
+    address: String,
+    /// A managed NIC, optionally with its link-local: `eth1` or `eth1=169.254.69.30` (repeatable)
+    #[arg(long = "interface", required = true)]
+    interfaces: Vec<String>,
+    #[arg(long, default_value_t = 0)]
+    subnet_level: usize,
+    #[arg(long)]
+    serve_anonymous: bool,
+    #[arg(long)]
+    no_anonymizer: bool,
+    #[arg(long, default_value = ntkplane::addr::topology::DEFAULT_BASE)]
+    base: String,
+    /// Bits of the packet mark ntkplane owns
+    #[arg(long, default_value = "0xffffffff")]
+    mark_mask: String,
+    /// The network namespace that plays the system's default namespace
+    #[arg(long)]
+    netns: Option<String>,
+    /// Directory of the persisted state
+    #[arg(long, default_value = "/var/lib/ntkplane")]
+    state_dir: PathBuf,
+    /// Directory for the rt_tables names file (`none` to skip)
+    #[arg(long, default_value = "/etc/iproute2/rt_tables.d")]
+    rt_tables_dir: String,
 }
 
 #[derive(Args)]
@@ -79,6 +173,127 @@ fn addr(a: AddrArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+static STOP: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_signal(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+fn parse_hcoord(s: &str) -> Result<HCoord, String> {
+    let (l, p) = s
+        .split_once(',')
+        .ok_or_else(|| format!("destination '{s}': expected LEVEL,POS"))?;
+    Ok(HCoord {
+        lvl: l
+            .trim()
+            .parse()
+            .map_err(|_| format!("destination '{s}': bad level"))?,
+        pos: p
+            .trim()
+            .parse()
+            .map_err(|_| format!("destination '{s}': bad position"))?,
+    })
+}
+
+/// Random link-local 169.254.<0..254>.<0..254>, as qspnclient draws them.
+fn random_linklocal() -> Ipv4Addr {
+    let mut b = [0u8; 2];
+    let _ = std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b));
+    Ipv4Addr::new(169, 254, b[0] % 255, b[1] % 255)
+}
+
+fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
+    use anyhow::Context;
+    use ntkplane::{
+        daemon::{Daemon, Paths},
+        kernel::{in_netns, rtnl::Rtnl},
+        netns::Netns,
+        system::{Config, Nic, System},
+    };
+    let netns = a.netns.clone().map_or(Netns::Current, Netns::Named);
+    let mask = u32::from_str_radix(a.mark_mask.trim_start_matches("0x"), 16)
+        .context("--mark-mask: expected hex")?;
+    let base = a.base.parse().map_err(|e| anyhow::anyhow!("--base: {e}"))?;
+    let mut paths = Paths::new(cli_instance);
+    paths.run_dir = run_dir;
+    paths.state_dir = a.state_dir.clone();
+    paths.rt_tables_dir = (a.rt_tables_dir != "none").then(|| PathBuf::from(&a.rt_tables_dir));
+    let init = || {
+        // The NICs' MACs, read where they live.
+        let links = in_netns(&netns, |rt| {
+            rt.block_on(async { Ok::<_, anyhow::Error>(Rtnl::connect().await?.links().clone()) })
+        })
+        .map_err(|e| ntkplane::daemon::DaemonError::Io(e.to_string()))?
+        .map_err(|e| ntkplane::daemon::DaemonError::Io(e.to_string()))?;
+        let mut nics = Vec::new();
+        for spec in &a.interfaces {
+            let (name, ll) = match spec.split_once('=') {
+                Some((n, l)) => (
+                    n,
+                    l.parse().map_err(|_| {
+                        ntkplane::daemon::DaemonError::Io(format!(
+                            "--interface {spec}: bad link-local"
+                        ))
+                    })?,
+                ),
+                None => (spec.as_str(), random_linklocal()),
+            };
+            let mac = links.get(name).and_then(|l| l.mac).ok_or_else(|| {
+                ntkplane::daemon::DaemonError::Io(format!(
+                    "--interface {name}: no such Ethernet interface"
+                ))
+            })?;
+            nics.push(Nic {
+                name: name.into(),
+                mac,
+                linklocal: ll,
+            });
+        }
+        let config = Config {
+            topology: a.topology.clone(),
+            base,
+            subnet_level: a.subnet_level,
+            serve_anonymous: a.serve_anonymous,
+            anonymizer: !a.no_anonymizer,
+            mark_mask: mask,
+            nics,
+        };
+        Ok(System::init(config, &a.address)?)
+    };
+    let mut d = Daemon::start(paths, netns.clone(), init)?;
+    for sig in [
+        nix::sys::signal::Signal::SIGTERM,
+        nix::sys::signal::Signal::SIGINT,
+    ] {
+        // SAFETY: the handler only stores to an atomic.
+        unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal)) }?;
+    }
+    d.serve(&STOP)?;
+    Ok(())
+}
+
+fn client(socket: PathBuf, json: bool, req: Request) -> ExitCode {
+    match ntkplane::cli::send(&socket, &req) {
+        Ok(r) if r.ok => {
+            if json {
+                println!("{}", serde_json::to_string_pretty(&r.data).unwrap());
+            } else {
+                println!("{}", ntkplane::cli::human(&r.data));
+            }
+            ExitCode::SUCCESS
+        }
+        Ok(r) => {
+            eprintln!("error: {}", r.error.unwrap_or_default());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -86,10 +301,80 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    match Cli::parse().command {
-        Command::Addr(a) => addr(a),
+    let cli = Cli::parse();
+    let socket = cli.run_dir.join(format!("{}.sock", cli.instance));
+    let req = match cli.command {
+        Command::Run(a) => {
+            return match run(&cli.instance, cli.run_dir.clone(), a) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("error: {e:#}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::AddIdentityArc {
+            identity,
+            nic,
+            peer_mac,
+            peer_linklocal,
+        } => Request::AddIdentityArc {
+            identity,
+            nic,
+            peer_mac,
+            peer_linklocal,
+        },
+        Command::AddQspnArc {
+            identity,
+            nic,
+            peer_mac,
+        } => Request::AddQspnArc {
+            identity,
+            nic,
+            peer_mac,
+        },
+        Command::SetNeighbour {
+            identity,
+            arc,
+            address,
+        } => Request::SetNeighbour {
+            identity,
+            arc,
+            address,
+        },
+        Command::SetPaths {
+            identity,
+            dest,
+            paths,
+        } => {
+            let dest = match parse_hcoord(&dest) {
+                Ok(d) => d,
+                Err(e) => return usage_error(e),
+            };
+            match serde_json::from_str(&paths) {
+                Ok(paths) => Request::SetPaths {
+                    identity,
+                    dest,
+                    paths,
+                },
+                Err(e) => return usage_error(format_args!("paths: {e}")),
+            }
+        }
+        Command::RemovePaths { identity, dest } => match parse_hcoord(&dest) {
+            Ok(dest) => Request::RemovePaths { identity, dest },
+            Err(e) => return usage_error(e),
+        },
+        Command::RemoveArc { identity, arc } => Request::RemoveArc { identity, arc },
+        Command::Show { what } => match what {
+            ShowWhat::Identities => Request::ShowIdentities,
+            ShowWhat::Arcs { identity } => Request::ShowArcs { identity },
+            ShowWhat::Tables => Request::ShowTables,
+        },
+        Command::Status => Request::Status,
+        Command::Quit => Request::Quit,
+        Command::Addr(a) => return addr(a),
         Command::CheckEbpf => {
-            match ntkplane::classifier::Classifier::load(
+            return match ntkplane::classifier::Classifier::load(
                 ntkplane::netns::Netns::Current,
                 Default::default(),
             ) {
@@ -103,5 +388,6 @@ fn main() -> ExitCode {
                 }
             }
         }
-    }
+    };
+    client(socket, cli.json, req)
 }

@@ -72,10 +72,11 @@ pub fn ntk_rules(ns: &Ns) -> Vec<(u64, Option<String>, String)> {
 /// Everything a cleanup must restore, as text: addresses, routes of all tables, rules, the
 /// whole nft ruleset.
 pub fn full_dump(ns: &Ns) -> String {
+    // IPv4 only: ntkplane manages no IPv6, whose link-local DAD flags change on their own.
     [
-        "ip -j addr show",
-        "ip -j route show table all",
-        "ip -j rule show",
+        "ip -4 -j addr show",
+        "ip -4 -j route show table all",
+        "ip -4 -j rule show",
         "nft -j list ruleset",
     ]
     .iter()

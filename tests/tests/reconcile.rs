@@ -282,6 +282,10 @@ fn nat_element_changes_touch_only_elements() {
     no_snat.state.nat.snat = None;
     r.apply(&no_snat).unwrap();
     assert_eq!(r.observe().unwrap().nat, no_snat.state.nat);
-    assert!(!node.sh("nft list table ip ntkplane").contains("snat ip to"));
+    let text = node.sh("nft list table ip ntkplane");
+    assert!(
+        !text.contains("snat to") && text.contains("snat ip prefix to"),
+        "{text}"
+    );
     r.cleanup().unwrap();
 }

@@ -80,6 +80,7 @@ pub struct Identity {
     pub handled: Vec<Handled>,
     pub arcs: BTreeMap<u32, IdArc>,
     pub next_arc: u32,
+    #[serde(with = "paths_as_list")]
     pub paths: BTreeMap<HCoord, Vec<Path>>,
     pub bootstrap_level: Option<usize>,
 }
@@ -447,6 +448,44 @@ impl System {
             );
         }
         Ok(out)
+    }
+}
+
+/// JSON objects need string keys: paths are persisted as `[{"dest": …, "paths": […]}]`.
+mod paths_as_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use crate::{addr::HCoord, fwd::Path};
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        dest: HCoord,
+        paths: Vec<Path>,
+    }
+
+    pub fn serialize<S: Serializer>(
+        m: &BTreeMap<HCoord, Vec<Path>>,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        let v: Vec<Entry> = m
+            .iter()
+            .map(|(d, p)| Entry {
+                dest: *d,
+                paths: p.clone(),
+            })
+            .collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<HCoord, Vec<Path>>, D::Error> {
+        Ok(Vec::<Entry>::deserialize(d)?
+            .into_iter()
+            .map(|e| (e.dest, e.paths))
+            .collect())
     }
 }
 

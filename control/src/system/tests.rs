@@ -224,7 +224,20 @@ fn refused_commands_change_nothing() {
     assert_eq!(text[1], "no managed interface 'eth9'");
     assert_eq!(text[2], "no identity with index 7");
     assert_eq!(text[5], "arc 0 of identity 0 is not a qspn arc");
-    // And the same model serialises and comes back identical (the persisted form).
+    // And the same model, with paths, serialises and comes back identical (the persisted form).
+    s.add_qspn_arc(0, "eth1", gamma).unwrap();
+    s.set_neighbour(0, 0, "2.1.1.0").unwrap();
+    let d = HCoord { lvl: 0, pos: 0 };
+    s.set_paths(
+        0,
+        d,
+        vec![Path {
+            arc: 0,
+            hops: vec![d],
+            cost: 10,
+        }],
+    )
+    .unwrap();
     let json = serde_json::to_string(&s).unwrap();
     assert_eq!(serde_json::from_str::<System>(&json).unwrap(), s);
 }

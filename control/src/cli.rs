@@ -1,0 +1,68 @@
+//! The client side of the control socket: every command subcommand is a thin sender.
+use std::{
+    io::{BufRead, BufReader, Write},
+    os::unix::net::UnixStream,
+    path::Path,
+};
+
+use serde_json::Value;
+
+use crate::daemon::proto::{Request, Response};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClientError {
+    #[error("no daemon answers on {0}: is `ntkplane run` running for this instance? ({1})")]
+    Connect(String, std::io::Error),
+    #[error("the daemon closed the connection without answering")]
+    NoAnswer,
+    #[error("{0}")]
+    Io(#[from] std::io::Error),
+    #[error("malformed answer: {0}")]
+    Answer(#[from] serde_json::Error),
+}
+
+/// Sends one request and returns the daemon's response.
+pub fn send(socket: &Path, req: &Request) -> Result<Response, ClientError> {
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| ClientError::Connect(socket.display().to_string(), e))?;
+    writeln!(s, "{}", serde_json::to_string(req).expect("serializable"))?;
+    let mut line = String::new();
+    BufReader::new(s).read_line(&mut line)?;
+    if line.is_empty() {
+        return Err(ClientError::NoAnswer);
+    }
+    Ok(serde_json::from_str(&line)?)
+}
+
+/// A readable rendering of a response's data.
+pub fn human(v: &Value) -> String {
+    fn scalar(v: &Value) -> String {
+        match v {
+            Value::String(s) => s.clone(),
+            Value::Null => "-".into(),
+            other => other.to_string(),
+        }
+    }
+    match v {
+        Value::Array(rows) if rows.iter().all(Value::is_object) => rows
+            .iter()
+            .map(|r| {
+                r.as_object()
+                    .unwrap()
+                    .iter()
+                    .map(|(k, v)| format!("{k}={}", scalar(v)))
+                    .collect::<Vec<_>>()
+                    .join("  ")
+            })
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Object(m) if m.is_empty() => "ok".into(),
+        Value::Object(m) => m
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", scalar(v)))
+            .collect::<Vec<_>>()
+            .join("\n"),
+        Value::Null => "ok".into(),
+        other => serde_json::to_string_pretty(other).unwrap(),
+    }
+}
