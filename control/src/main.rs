@@ -3,9 +3,8 @@ use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::atomic::AtomicB
 
 use clap::{Args, Parser, Subcommand};
 use ntkplane::{
-    addr::{report::AddrReport, HCoord, NtkAddress, Topology},
+    addr::{report::AddrReport, NtkAddress, Topology},
     daemon::proto::Request,
-    mac::MacAddr,
 };
 
 #[derive(Parser)]
@@ -32,56 +31,13 @@ struct Cli {
 enum Command {
     /// Start the daemon that owns this system's dataplane (qspnclient's `init`)
     Run(RunArgs),
-    /// A neighbour identity seen on a NIC (what Neighborhood/Identities told qspnclient)
-    AddIdentityArc {
-        identity: u32,
-        nic: String,
-        peer_mac: MacAddr,
-        peer_linklocal: Ipv4Addr,
-    },
-    /// `add_qspn_arc <identity> <nic> <peer_mac>`: the neighbour is in our network
-    AddQspnArc {
-        identity: u32,
-        nic: String,
-        peer_mac: MacAddr,
-    },
-    /// The neighbour's address over a qspn arc (its first ETP)
-    SetNeighbour {
-        identity: u32,
-        arc: u32,
-        address: String,
-    },
-    /// The paths an identity knows towards destination LEVEL,POS, as JSON:
-    /// `[{"arc":0,"hops":[{"lvl":1,"pos":1}],"cost":10000}]`
-    SetPaths {
-        identity: u32,
-        dest: String,
-        paths: String,
-    },
-    /// Forget the paths towards destination LEVEL,POS
-    RemovePaths { identity: u32, dest: String },
-    /// Remove an identity arc (and its forwarding table)
-    RemoveArc { identity: u32, arc: u32 },
-    /// Identities, arcs of one identity, or tables with route counts and packet counters
-    Show {
-        #[command(subcommand)]
-        what: ShowWhat,
-    },
-    /// A summary of the daemon's state
-    Status,
-    /// Stop the daemon, removing everything it installed
-    Quit,
+    /// Commands to a running daemon
+    #[command(flatten)]
+    Client(Request),
     /// Every IPv4 form of a Netsukuku address: own addresses, g-nodes, destinations, NETMAP.
     Addr(AddrArgs),
     /// Load the classifier and report the verifier's verdict (a smoke check of the eBPF object).
     CheckEbpf,
-}
-
-#[derive(Subcommand)]
-enum ShowWhat {
-    Identities,
-    Arcs { identity: u32 },
-    Tables,
 }
 
 #[derive(Args)]
@@ -177,22 +133,6 @@ static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_signal(_: libc::c_int) {
     STOP.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
-fn parse_hcoord(s: &str) -> Result<HCoord, String> {
-    let (l, p) = s
-        .split_once(',')
-        .ok_or_else(|| format!("destination '{s}': expected LEVEL,POS"))?;
-    Ok(HCoord {
-        lvl: l
-            .trim()
-            .parse()
-            .map_err(|_| format!("destination '{s}': bad level"))?,
-        pos: p
-            .trim()
-            .parse()
-            .map_err(|_| format!("destination '{s}': bad position"))?,
-    })
 }
 
 /// Random link-local 169.254.<0..254>.<0..254>, as qspnclient draws them.
@@ -313,65 +253,7 @@ fn main() -> ExitCode {
                 }
             }
         }
-        Command::AddIdentityArc {
-            identity,
-            nic,
-            peer_mac,
-            peer_linklocal,
-        } => Request::AddIdentityArc {
-            identity,
-            nic,
-            peer_mac,
-            peer_linklocal,
-        },
-        Command::AddQspnArc {
-            identity,
-            nic,
-            peer_mac,
-        } => Request::AddQspnArc {
-            identity,
-            nic,
-            peer_mac,
-        },
-        Command::SetNeighbour {
-            identity,
-            arc,
-            address,
-        } => Request::SetNeighbour {
-            identity,
-            arc,
-            address,
-        },
-        Command::SetPaths {
-            identity,
-            dest,
-            paths,
-        } => {
-            let dest = match parse_hcoord(&dest) {
-                Ok(d) => d,
-                Err(e) => return usage_error(e),
-            };
-            match serde_json::from_str(&paths) {
-                Ok(paths) => Request::SetPaths {
-                    identity,
-                    dest,
-                    paths,
-                },
-                Err(e) => return usage_error(format_args!("paths: {e}")),
-            }
-        }
-        Command::RemovePaths { identity, dest } => match parse_hcoord(&dest) {
-            Ok(dest) => Request::RemovePaths { identity, dest },
-            Err(e) => return usage_error(e),
-        },
-        Command::RemoveArc { identity, arc } => Request::RemoveArc { identity, arc },
-        Command::Show { what } => match what {
-            ShowWhat::Identities => Request::ShowIdentities,
-            ShowWhat::Arcs { identity } => Request::ShowArcs { identity },
-            ShowWhat::Tables => Request::ShowTables,
-        },
-        Command::Status => Request::Status,
-        Command::Quit => Request::Quit,
+        Command::Client(req) => req,
         Command::Addr(a) => return addr(a),
         Command::CheckEbpf => {
             return match ntkplane::classifier::Classifier::load(

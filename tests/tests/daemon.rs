@@ -214,7 +214,7 @@ fn commands_bad_input_crash_restart_and_quit() {
         t250.contains("unreachable 10.0.0.22 proto ntk") && t250.lines().count() == 18,
         "{t250}"
     );
-    let tables = d.ok(&["--json", "show", "tables"]);
+    let tables = d.ok(&["--json", "show-tables"]);
     assert!(
         tables.contains("\"name\": \"ntk_from_00:16:3E:5B:78:D5\""),
         "{tables}"
@@ -349,7 +349,7 @@ fn commands_bad_input_crash_restart_and_quit() {
     );
     d.start();
     assert_eq!(full_dump(&sys), dump, "restart changed the kernel state");
-    assert!(d.ok(&["show", "identities"]).contains("address=2.1.1.1"));
+    assert!(d.ok(&["show-identities"]).contains("address=2.1.1.1"));
 
     // quit: everything ntkplane installed is gone.
     let (code, _, err) = d.client(&["quit"]);

@@ -134,6 +134,26 @@ impl fmt::Debug for NtkAddress {
     }
 }
 
+/// `LEVEL,POS` (how the command line names a destination).
+impl std::str::FromStr for HCoord {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (l, p) = s
+            .split_once(',')
+            .ok_or_else(|| format!("destination '{s}': expected LEVEL,POS"))?;
+        Ok(HCoord {
+            lvl: l
+                .trim()
+                .parse()
+                .map_err(|_| format!("destination '{s}': bad level"))?,
+            pos: p
+                .trim()
+                .parse()
+                .map_err(|_| format!("destination '{s}': bad position"))?,
+        })
+    }
+}
+
 impl fmt::Display for HCoord {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "({},{})", self.lvl, self.pos)

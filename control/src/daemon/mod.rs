@@ -205,7 +205,7 @@ impl Daemon {
                 dest,
                 paths,
             } => next
-                .set_paths(*identity, *dest, paths.clone())
+                .set_paths(*identity, *dest, paths.0.clone())
                 .map(|_| json!({})),
             Request::RemovePaths { identity, dest } => {
                 next.set_paths(*identity, *dest, vec![]).map(|_| json!({}))
