@@ -14,7 +14,8 @@ use ntkplane::{
     addr::{Ipv4Prefix, NtkAddress, Topology},
     fwd::{
         compute,
-        network::{arc, identity, InputOptions, Network},
+        network::{InputOptions, Network},
+        seed,
         state::{PRIO_FWMARK, PRIO_NTK},
         Arc, ForwardingState, IdentityInput, Interface, QspnArc, Route, Rule, NTK_TABLE,
     },
@@ -113,173 +114,6 @@ fn section(name: &str) -> BTreeMap<u32, ExpectedTable> {
 // ---------------------------------------------------------------------------------------
 // Identity graphs.
 
-#[derive(Clone)]
-struct Id {
-    name: &'static str,
-    addr: &'static str,
-    /// Interface of the identity (its namespace's name for it).
-    dev: &'static str,
-    mac: &'static str,
-    ll: &'static str,
-    main: bool,
-}
-
-const fn id(
-    name: &'static str,
-    addr: &'static str,
-    dev: &'static str,
-    mac: &'static str,
-    ll: &'static str,
-    main: bool,
-) -> Id {
-    Id {
-        name,
-        addr,
-        dev,
-        mac,
-        ll,
-        main,
-    }
-}
-
-// scenarios.md §1.
-const ALPHA1: Id = id(
-    "alpha1",
-    "2.0.1.0",
-    "eth1",
-    "00:16:3E:FD:E2:AA",
-    "169.254.69.30",
-    true,
-);
-const BETA1_S0: Id = id(
-    "beta1",
-    "2.1.1.1",
-    "eth1",
-    "00:16:3E:EC:A3:E1",
-    "169.254.96.141",
-    true,
-);
-const GAMMA0: Id = id(
-    "gamma0",
-    "2.1.1.0",
-    "eth1",
-    "00:16:3E:5B:78:D5",
-    "169.254.94.223",
-    true,
-);
-const DELTA1: Id = id(
-    "delta1",
-    "2.1.0.1",
-    "eth1",
-    "00:16:3E:1A:C4:45",
-    "169.254.253.216",
-    true,
-);
-const MU2: Id = id(
-    "mu2",
-    "2.1.0.0",
-    "eth1",
-    "00:16:3E:2D:8D:DE",
-    "169.254.119.176",
-    true,
-);
-// S1
-const EPS1_VIRTUAL: Id = id(
-    "eps1",
-    "2.1.1.2",
-    "eth1",
-    "00:16:3E:3C:14:33",
-    "169.254.163.36",
-    true,
-);
-const EPS1: Id = id(
-    "eps1",
-    "2.1.1.1",
-    "eth1",
-    "00:16:3E:3C:14:33",
-    "169.254.163.36",
-    true,
-);
-const BETA2: Id = id(
-    "beta2",
-    "2.0.1.1",
-    "eth1",
-    "00:16:3E:EC:A3:E1",
-    "169.254.96.141",
-    true,
-);
-const BETA1_MIGR01: Id = id(
-    "beta1",
-    "2.1.1.3",
-    "migr01_eth1",
-    "00:16:3E:EE:AF:D1",
-    "169.254.27.218",
-    false,
-);
-// S2
-const BETA3_MIGR01: Id = id(
-    "beta3",
-    "2.0.0.3",
-    "migr01_eth1",
-    "00:16:3E:EE:AF:D1",
-    "169.254.27.218",
-    false,
-);
-const BETA1_MIGR02: Id = id(
-    "beta1",
-    "2.1.3.3",
-    "migr02_eth1",
-    "00:16:3E:BD:34:98",
-    "169.254.42.4",
-    false,
-);
-const GAMMA1: Id = id(
-    "gamma1",
-    "2.0.0.0",
-    "eth1",
-    "00:16:3E:5B:78:D5",
-    "169.254.94.223",
-    true,
-);
-const GAMMA0_MIGR02: Id = id(
-    "gamma0",
-    "2.1.3.0",
-    "migr02_eth1",
-    "00:16:3E:AF:4C:2A",
-    "169.254.24.198",
-    false,
-);
-const EPS2: Id = id(
-    "eps2",
-    "2.0.0.1",
-    "eth1",
-    "00:16:3E:3C:14:33",
-    "169.254.163.36",
-    true,
-);
-const EPS1_MIGR02: Id = id(
-    "eps1",
-    "2.1.3.1",
-    "migr02_eth1",
-    "00:16:3E:3B:9F:45",
-    "169.254.241.153",
-    false,
-);
-const LAMBDA1: Id = id(
-    "lambda1",
-    "2.1.1.0",
-    "eth1",
-    "00:16:3E:06:3E:90",
-    "169.254.109.22",
-    true,
-);
-
-/// A network: identities and qspn arcs `(a, b, cost measured by a, cost measured by b)`.
-struct Net {
-    ids: Vec<Id>,
-    arcs: Vec<(&'static str, &'static str, u64, u64)>,
-}
-
 fn topo() -> Topology {
     "4.2.2.2".parse().unwrap()
 }
@@ -292,30 +126,10 @@ struct Opts {
     unknown: &'static [&'static str],
 }
 
-impl Net {
-    fn network(&self) -> Network {
-        let t = topo();
-        Network {
-            identities: self
-                .ids
-                .iter()
-                .map(|i| identity(&t, i.name, i.addr, i.dev, i.mac, i.ll, i.main))
-                .collect(),
-            arcs: self
-                .arcs
-                .iter()
-                .map(|(a, b, ca, cb)| arc(a, b, *ca, *cb))
-                .collect(),
-            topology: t,
-        }
-    }
-}
-
 /// Computes the forwarding state of identity `me` of `net`, with the table ids the spec's
 /// listing gives for each neighbour MAC, and checks tables, rules and marks against it.
-fn check(net: &Net, me: &str, listing: &str, opts: Opts) -> ForwardingState {
+fn check(network: &Network, me: &str, listing: &str, opts: Opts) -> ForwardingState {
     let expected = section(listing);
-    let network = net.network();
     let by_name: BTreeMap<String, u32> = expected
         .iter()
         .map(|(id, tbl)| (tbl.name.clone(), *id))
@@ -424,21 +238,9 @@ fn snat_to(st: &ForwardingState) -> Option<String> {
 // ---------------------------------------------------------------------------------------
 // S0: the base network (scenarios.md §3).
 
-fn s0() -> Net {
-    Net {
-        ids: vec![ALPHA1, BETA1_S0, GAMMA0, DELTA1, MU2],
-        arcs: vec![
-            ("alpha1", "beta1", 10000, 10000),
-            ("beta1", "gamma0", 10000, 11000),
-            ("gamma0", "delta1", 11000, 10000),
-            ("delta1", "mu2", 11000, 10000),
-        ],
-    }
-}
-
 #[test]
 fn s0_every_system() {
-    let net = s0();
+    let net = seed::s0();
     let a = check(&net, "alpha1", "S0 alpha", Opts::default());
     assert_eq!(
         addresses(&a, "eth1"),
@@ -516,18 +318,17 @@ fn s0_every_system() {
 
 #[test]
 fn s0_eps_alone() {
-    const EPS0: Id = id(
-        "eps0",
-        "3.1.0.0",
-        "eth1",
-        "00:16:3E:3C:14:33",
-        "169.254.163.36",
-        true,
+    let net = seed::network(
+        &[(
+            "eps0",
+            "3.1.0.0",
+            "eth1",
+            "00:16:3E:3C:14:33",
+            "169.254.163.36",
+            true,
+        )],
+        &[],
     );
-    let net = Net {
-        ids: vec![EPS0],
-        arcs: vec![],
-    };
     let e = check(&net, "eps0", "S0 eps", Opts::default());
     assert_eq!(
         addresses(&e, "eth1")[1..],
@@ -606,16 +407,9 @@ fn s1_a_eps_after_phase_1() {
     assert_eq!(snat_to(&st), None, "no SNAT while virtual");
 }
 
-fn s1_b() -> Net {
-    let mut net = s0();
-    net.ids.push(EPS1_VIRTUAL);
-    net.arcs.push(("beta1", "eps1", 10000, 10000));
-    net
-}
-
 #[test]
 fn s1_b_eps_and_beta() {
-    let net = s1_b();
+    let net = seed::s1_b();
     let e = check(&net, "eps1", "S1-B eps", Opts::default());
     assert_eq!(
         addresses(&e, "eth1"),
@@ -625,25 +419,9 @@ fn s1_b_eps_and_beta() {
     check(&net, "beta1", "S1-B beta", Opts::default());
 }
 
-/// S1-C: after migr01, ε's phase 2 and the outer-arc removal.
-fn s1_c() -> Net {
-    Net {
-        ids: vec![ALPHA1, BETA2, BETA1_MIGR01, GAMMA0, DELTA1, MU2, EPS1],
-        arcs: vec![
-            ("alpha1", "beta2", 10000, 10000),
-            ("beta2", "gamma0", 10000, 11000),
-            ("beta2", "eps1", 10000, 10000),
-            ("beta1", "gamma0", 10000, 11000),
-            ("beta1", "eps1", 10000, 10000),
-            ("gamma0", "delta1", 11000, 10000),
-            ("delta1", "mu2", 11000, 10000),
-        ],
-    }
-}
-
 #[test]
 fn s1_c_every_system() {
-    let net = s1_c();
+    let net = seed::s1_c();
     let e = check(&net, "eps1", "S1-C eps", Opts::default());
     assert_eq!(
         addresses(&e, "eth1"),
@@ -813,42 +591,9 @@ fn s2_b_lambda_after_phase_1() {
     assert_eq!(st.rules.len(), 1);
 }
 
-/// S2-C / S2-D: the final network.
-fn s2_final() -> Net {
-    Net {
-        ids: vec![
-            ALPHA1,
-            BETA2,
-            BETA3_MIGR01,
-            BETA1_MIGR02,
-            GAMMA1,
-            GAMMA0_MIGR02,
-            EPS2,
-            EPS1_MIGR02,
-            DELTA1,
-            MU2,
-            LAMBDA1,
-        ],
-        arcs: vec![
-            ("alpha1", "beta2", 10000, 10000),
-            ("beta2", "gamma1", 10000, 11000),
-            ("beta3", "gamma1", 10000, 11000),
-            ("beta1", "gamma0", 10000, 11000),
-            ("beta2", "eps2", 10000, 10000),
-            ("beta3", "eps2", 10000, 10000),
-            ("beta1", "eps1", 10000, 10000),
-            ("gamma1", "delta1", 11000, 10000),
-            ("gamma0", "delta1", 11000, 10000),
-            ("delta1", "mu2", 11000, 10000),
-            ("eps2", "lambda1", 10000, 10000),
-            ("eps1", "lambda1", 10000, 10000),
-        ],
-    }
-}
-
 #[test]
 fn s2_c_eps_both_namespaces() {
-    let net = s2_final();
+    let net = seed::s2_final();
     let e2 = check(&net, "eps2", "S2-C eps default", Opts::default());
     assert_eq!(
         addresses(&e2, "eth1"),
@@ -877,7 +622,7 @@ fn s2_c_eps_both_namespaces() {
 
 #[test]
 fn s2_d_lambda_final() {
-    let net = s2_final();
+    let net = seed::s2_final();
     let l = check(
         &net,
         "lambda1",

@@ -3,136 +3,16 @@
 use std::collections::BTreeMap;
 
 use ntkplane::{
-    addr::Topology,
     fwd::{
         compute,
-        network::{arc, fixed_tables, identity, InputOptions, Network},
+        network::{fixed_tables, InputOptions},
         ForwardingState,
     },
     mac::MacAddr,
     plan::KernelState,
 };
 
-/// The network after scenario S2 (scenarios.md §5, S2-C/S2-D).
-pub fn s2_final() -> Network {
-    let t: Topology = "4.2.2.2".parse().unwrap();
-    let ids = [
-        (
-            "alpha1",
-            "2.0.1.0",
-            "eth1",
-            "00:16:3E:FD:E2:AA",
-            "169.254.69.30",
-            true,
-        ),
-        (
-            "beta2",
-            "2.0.1.1",
-            "eth1",
-            "00:16:3E:EC:A3:E1",
-            "169.254.96.141",
-            true,
-        ),
-        (
-            "beta3",
-            "2.0.0.3",
-            "migr01_eth1",
-            "00:16:3E:EE:AF:D1",
-            "169.254.27.218",
-            false,
-        ),
-        (
-            "beta1",
-            "2.1.3.3",
-            "migr02_eth1",
-            "00:16:3E:BD:34:98",
-            "169.254.42.4",
-            false,
-        ),
-        (
-            "gamma1",
-            "2.0.0.0",
-            "eth1",
-            "00:16:3E:5B:78:D5",
-            "169.254.94.223",
-            true,
-        ),
-        (
-            "gamma0",
-            "2.1.3.0",
-            "migr02_eth1",
-            "00:16:3E:AF:4C:2A",
-            "169.254.24.198",
-            false,
-        ),
-        (
-            "eps2",
-            "2.0.0.1",
-            "eth1",
-            "00:16:3E:3C:14:33",
-            "169.254.163.36",
-            true,
-        ),
-        (
-            "eps1",
-            "2.1.3.1",
-            "migr02_eth1",
-            "00:16:3E:3B:9F:45",
-            "169.254.241.153",
-            false,
-        ),
-        (
-            "delta1",
-            "2.1.0.1",
-            "eth1",
-            "00:16:3E:1A:C4:45",
-            "169.254.253.216",
-            true,
-        ),
-        (
-            "mu2",
-            "2.1.0.0",
-            "eth1",
-            "00:16:3E:2D:8D:DE",
-            "169.254.119.176",
-            true,
-        ),
-        (
-            "lambda1",
-            "2.1.1.0",
-            "eth1",
-            "00:16:3E:06:3E:90",
-            "169.254.109.22",
-            true,
-        ),
-    ];
-    let identities = ids
-        .iter()
-        .map(|(n, a, d, m, l, main)| identity(&t, n, a, d, m, l, *main))
-        .collect();
-    let arcs = [
-        ("alpha1", "beta2", 10000, 10000),
-        ("beta2", "gamma1", 10000, 11000),
-        ("beta3", "gamma1", 10000, 11000),
-        ("beta1", "gamma0", 10000, 11000),
-        ("beta2", "eps2", 10000, 10000),
-        ("beta3", "eps2", 10000, 10000),
-        ("beta1", "eps1", 10000, 10000),
-        ("gamma1", "delta1", 11000, 10000),
-        ("gamma0", "delta1", 11000, 10000),
-        ("delta1", "mu2", 11000, 10000),
-        ("eps2", "lambda1", 10000, 10000),
-        ("eps1", "lambda1", 10000, 10000),
-    ]
-    .iter()
-    .map(|(a, b, x, y)| arc(a, b, *x, *y))
-    .collect();
-    Network {
-        topology: t,
-        identities,
-        arcs,
-    }
-}
+pub use ntkplane::fwd::seed::s2_final;
 
 fn ids(pairs: &[(&str, u32)]) -> BTreeMap<MacAddr, u32> {
     pairs

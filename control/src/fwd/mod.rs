@@ -3,6 +3,7 @@
 //! Spec: `shared/spec/forwarding-state.md`, `lifecycle.md` §2, `identities.md` §5.
 pub mod network;
 pub mod paths;
+pub mod seed;
 pub mod state;
 pub mod tables;
 

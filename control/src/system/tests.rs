@@ -1,5 +1,5 @@
 use super::*;
-use crate::fwd::network::{arc, fixed_tables, identity, InputOptions, Network};
+use crate::fwd::network::{fixed_tables, InputOptions};
 
 fn mac(s: &str) -> MacAddr {
     s.parse().unwrap()
@@ -96,63 +96,7 @@ fn beta_at_s0_through_commands() {
     s.set_neighbour(0, 0, "2.0.1.0").unwrap();
     s.set_neighbour(0, 1, "2.1.1.0").unwrap();
 
-    let t = s.topology();
-    let net = Network {
-        identities: vec![
-            identity(
-                &t,
-                "alpha1",
-                "2.0.1.0",
-                "eth1",
-                "00:16:3E:FD:E2:AA",
-                "169.254.69.30",
-                true,
-            ),
-            identity(
-                &t,
-                "beta1",
-                "2.1.1.1",
-                "eth1",
-                "00:16:3E:EC:A3:E1",
-                "169.254.96.141",
-                true,
-            ),
-            identity(
-                &t,
-                "gamma0",
-                "2.1.1.0",
-                "eth1",
-                "00:16:3E:5B:78:D5",
-                "169.254.94.223",
-                true,
-            ),
-            identity(
-                &t,
-                "delta1",
-                "2.1.0.1",
-                "eth1",
-                "00:16:3E:1A:C4:45",
-                "169.254.253.216",
-                true,
-            ),
-            identity(
-                &t,
-                "mu2",
-                "2.1.0.0",
-                "eth1",
-                "00:16:3E:2D:8D:DE",
-                "169.254.119.176",
-                true,
-            ),
-        ],
-        arcs: vec![
-            arc("alpha1", "beta1", 10000, 10000),
-            arc("beta1", "gamma0", 10000, 11000),
-            arc("gamma0", "delta1", 11000, 10000),
-            arc("delta1", "mu2", 11000, 10000),
-        ],
-        topology: t.clone(),
-    };
+    let net = crate::fwd::seed::s0();
     let ids = BTreeMap::from([(gamma, 250), (alpha, 249)]);
     let opts = InputOptions {
         serve_anonymous: true,
