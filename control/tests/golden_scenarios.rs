@@ -220,6 +220,42 @@ fn compare(listing: &str, st: &ForwardingState, expected: &BTreeMap<u32, Expecte
     assert!(errors.is_empty(), "{listing}:\n  {}", errors.join("\n  "));
 }
 
+/// A main identity right after `enter_net_phase_1` (still in bootstrap at guest level 0): one
+/// qspn arc (table 250) whose neighbour is not known yet, no paths.
+fn just_entered<'a>(
+    t: &'a Topology,
+    subnet_level: usize,
+    address: NtkAddress,
+    my_ll: &str,
+    peer_mac: MacAddr,
+    peer_ll: &str,
+) -> IdentityInput<'a> {
+    IdentityInput {
+        topology: t,
+        subnet_level,
+        address,
+        main: true,
+        serve_anonymous: true,
+        anonymizer: true,
+        bootstrap_level: Some(1),
+        interfaces: vec![Interface {
+            name: "eth1".into(),
+            linklocal: my_ll.parse().unwrap(),
+        }],
+        arcs: vec![Arc {
+            id: 0,
+            dev: "eth1".into(),
+            peer_mac,
+            peer_linklocal: peer_ll.parse().unwrap(),
+            qspn: Some(QspnArc {
+                table: 250,
+                neighbour: None,
+            }),
+        }],
+        paths: BTreeMap::new(),
+    }
+}
+
 fn addresses(st: &ForwardingState, dev: &str) -> Vec<String> {
     st.addresses
         .iter()
@@ -353,30 +389,7 @@ fn s1_a_eps_after_phase_1() {
     let t = topo();
     let eps = NtkAddress::parse("2.1.1.2", &t).unwrap();
     let beta: MacAddr = "00:16:3E:EC:A3:E1".parse().unwrap();
-    let input = IdentityInput {
-        topology: &t,
-        subnet_level: 0,
-        address: eps,
-        main: true,
-        serve_anonymous: true,
-        anonymizer: true,
-        bootstrap_level: Some(1),
-        interfaces: vec![Interface {
-            name: "eth1".into(),
-            linklocal: "169.254.163.36".parse().unwrap(),
-        }],
-        arcs: vec![Arc {
-            id: 0,
-            dev: "eth1".into(),
-            peer_mac: beta,
-            peer_linklocal: "169.254.96.141".parse().unwrap(),
-            qspn: Some(QspnArc {
-                table: 250,
-                neighbour: None,
-            }),
-        }],
-        paths: BTreeMap::new(),
-    };
+    let input = just_entered(&t, 0, eps, "169.254.163.36", beta, "169.254.96.141");
     let st = compute(&input).unwrap();
     let want =
         ".0/29 .64/29 .8/29 .72/29 .24/29 .88/29 .16/30 .80/30 .56/30 .20/31 .84/31 .60/31 .48/31 \
@@ -539,30 +552,14 @@ fn s2_a_lambda_after_init() {
 fn s2_b_lambda_after_phase_1() {
     let t = topo();
     let eps: MacAddr = "00:16:3E:3C:14:33".parse().unwrap();
-    let input = IdentityInput {
-        topology: &t,
-        subnet_level: 1,
-        address: NtkAddress::parse("2.1.2.0", &t).unwrap(),
-        main: true,
-        serve_anonymous: true,
-        anonymizer: true,
-        bootstrap_level: Some(1),
-        interfaces: vec![Interface {
-            name: "eth1".into(),
-            linklocal: "169.254.109.22".parse().unwrap(),
-        }],
-        arcs: vec![Arc {
-            id: 0,
-            dev: "eth1".into(),
-            peer_mac: eps,
-            peer_linklocal: "169.254.163.36".parse().unwrap(),
-            qspn: Some(QspnArc {
-                table: 250,
-                neighbour: None,
-            }),
-        }],
-        paths: BTreeMap::new(),
-    };
+    let input = just_entered(
+        &t,
+        1,
+        NtkAddress::parse("2.1.2.0", &t).unwrap(),
+        "169.254.109.22",
+        eps,
+        "169.254.163.36",
+    );
     let st = compute(&input).unwrap();
     let want: BTreeSet<Ipv4Prefix> = ".0/29 .64/29 .8/29 .72/29 .24/29 .88/29 .16/30 .80/30 .56/30 .20/31 .84/31 .60/31 .48/31 .22/31 .86/31 .62/31 .50/31"
         .split_whitespace()
