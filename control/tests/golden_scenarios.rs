@@ -1,14 +1,11 @@
 //! Golden tests: the forwarding state of every checkpoint of `shared/spec/scenarios.md`,
 //! compared route by route with the spec's listings (copied verbatim into
-//! `data/scenario-listings.txt`), plus the rules, marks, addresses and NAT the spec lists.
+//! `control/src/lab/scenario-listings.txt`, parsed by `lab::listing`), plus the rules, marks, addresses and NAT the spec lists.
 //!
 //! Each checkpoint is described as the graph of identities of the network at that moment
 //! (addresses, MACs, link-locals, qspn arcs with their costs); the paths each identity
 //! knows come from the path model (`fwd::paths`), the rest from `fwd::compute`.
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    net::Ipv4Addr,
-};
+use std::collections::{BTreeMap, BTreeSet};
 
 use ntkplane::{
     addr::{Ipv4Prefix, NtkAddress, Topology},
@@ -19,97 +16,9 @@ use ntkplane::{
         state::{PRIO_FWMARK, PRIO_NTK},
         Arc, ForwardingState, IdentityInput, Interface, QspnArc, Route, Rule, NTK_TABLE,
     },
+    lab::listing::{section, ExpectedTable, SCENARIO_LISTINGS},
     mac::MacAddr,
 };
-
-// ---------------------------------------------------------------------------------------
-// The spec's listing format.
-
-struct ExpectedTable {
-    name: String,
-    /// prefix → acceptable values (more than one for the spec's `either {…|…}` ties).
-    routes: BTreeMap<Ipv4Prefix, Vec<Route>>,
-}
-
-fn short_ip(s: &str) -> Ipv4Addr {
-    format!("10.0.0{s}").parse().unwrap()
-}
-
-/// `via 169.254.96.141 dev eth1` → (gw, dev)
-fn parse_via(s: &str) -> (Ipv4Addr, String) {
-    let w: Vec<&str> = s.split_whitespace().collect();
-    assert_eq!((w[0], w[2]), ("via", "dev"), "bad via clause '{s}'");
-    (w[1].parse().unwrap(), w[3].to_string())
-}
-
-fn section(name: &str) -> BTreeMap<u32, ExpectedTable> {
-    let data = include_str!("data/scenario-listings.txt");
-    let start = data
-        .find(&format!("== {name}\n"))
-        .unwrap_or_else(|| panic!("no section {name}"));
-    let body = &data[start..]
-        .lines()
-        .skip(1)
-        .take_while(|l| !l.starts_with("=="))
-        .collect::<Vec<_>>();
-    let mut tables = BTreeMap::new();
-    let mut current: Option<u32> = None;
-    for line in body.iter().filter(|l| !l.trim().is_empty()) {
-        if let Some(rest) = line.strip_prefix("table ") {
-            let id: u32 = rest.split_whitespace().next().unwrap().parse().unwrap();
-            let name = rest.split('`').nth(1).unwrap().to_string();
-            tables.insert(
-                id,
-                ExpectedTable {
-                    name,
-                    routes: BTreeMap::new(),
-                },
-            );
-            current = Some(id);
-            continue;
-        }
-        let (head, items) = line.trim().split_once(": ").expect("kind: items");
-        let alternatives: Vec<(Ipv4Addr, String)> = if let Some(e) = head.strip_prefix("either {") {
-            e.trim_end_matches('}')
-                .split(" | ")
-                .map(parse_via)
-                .collect()
-        } else if head.starts_with("via ") {
-            vec![parse_via(head)]
-        } else {
-            vec![]
-        };
-        let table = tables
-            .get_mut(&current.expect("route before table"))
-            .unwrap();
-        for item in items.split(", ") {
-            let mut w = item.split_whitespace();
-            let p: Ipv4Prefix = format!("10.0.0{}", w.next().unwrap()).parse().unwrap();
-            let src = match (w.next(), w.next()) {
-                (Some("src"), Some(s)) => Some(short_ip(s)),
-                (None, None) => None,
-                other => panic!("bad item '{item}': {other:?}"),
-            };
-            let values = match head {
-                "unreachable" => vec![Route::Unreachable],
-                "blackhole" => vec![Route::Blackhole],
-                _ => alternatives
-                    .iter()
-                    .map(|(gw, dev)| Route::Via {
-                        gw: *gw,
-                        dev: dev.clone(),
-                        src,
-                    })
-                    .collect(),
-            };
-            assert!(
-                table.routes.insert(p, values).is_none(),
-                "{name}: {p} listed twice"
-            );
-        }
-    }
-    tables
-}
 
 // ---------------------------------------------------------------------------------------
 // Identity graphs.
@@ -129,7 +38,7 @@ struct Opts {
 /// Computes the forwarding state of identity `me` of `net`, with the table ids the spec's
 /// listing gives for each neighbour MAC, and checks tables, rules and marks against it.
 fn check(network: &Network, me: &str, listing: &str, opts: Opts) -> ForwardingState {
-    let expected = section(listing);
+    let expected = section(SCENARIO_LISTINGS, listing);
     let by_name: BTreeMap<String, u32> = expected
         .iter()
         .map(|(id, tbl)| (tbl.name.clone(), *id))

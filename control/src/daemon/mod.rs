@@ -15,8 +15,40 @@ use std::{
 
 use serde_json::json;
 
+use std::{collections::BTreeSet, net::Ipv4Addr};
+
 use self::proto::{Request, Response, MAX_REQUEST};
-use crate::{kernel::Reconciler, netns::Netns, system::System};
+use crate::{
+    kernel::{
+        in_netns,
+        rtnl::{Rtnl, RtnlError},
+        KernelError, Reconciler,
+    },
+    mac::MacAddr,
+    netns::{Netns, NetnsError},
+    system::{Handled, OpKind, PeerMoved, Prepare, System},
+};
+
+/// M5: how long a migration waits, between preparing the old identity's namespace and
+/// withdrawing the old addresses, for the neighbours to move their routes (Vala: 300 ms).
+pub const M5_WAIT: Duration = Duration::from_millis(300);
+
+fn random_bytes<const N: usize>() -> [u8; N] {
+    let mut b = [0u8; N];
+    if std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .is_err()
+    {
+        let t = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        for (i, x) in b.iter_mut().enumerate() {
+            *x = (t >> (8 * (i % 16))) as u8 ^ (i as u8).wrapping_mul(151);
+        }
+    }
+    b
+}
 
 /// Where a daemon instance keeps its files.
 #[derive(Clone, Debug)]
@@ -109,18 +141,136 @@ impl Daemon {
             reconcilers: BTreeMap::new(),
         };
         d.reconcile()?;
+        d.finish_dismissals()?;
         Ok(d)
     }
 
     fn netns_of(&self, ns: &Option<String>) -> Netns {
         match ns {
             None => self.system_netns.clone(),
-            Some(n) => Netns::named(n),
+            Some(label) => Netns::named(self.netns_name(label)),
         }
     }
 
-    /// Brings every namespace to the model.
+    /// The kernel name of an identity namespace: instance-prefixed, so that several
+    /// simulated systems can share one kernel.
+    fn netns_name(&self, label: &str) -> String {
+        format!("{}-{}", self.paths.instance, label)
+    }
+
+    /// Creates (or finds) an identity namespace and its pseudo-interfaces: macvlans on the
+    /// real NICs of the system namespace, born inside the identity's (identities.md §3.1;
+    /// sysctls, up and link-locals follow from the reconciler).
+    fn ensure_identity_netns(&self, label: &str) -> Result<(), DaemonError> {
+        let name = self.netns_name(label);
+        let ns = match Netns::create(&name) {
+            Ok(ns) => ns,
+            Err(NetnsError::Exists(_)) => Netns::named(&name),
+            Err(e) => return Err(KernelError::from(e).into()),
+        };
+        let handled: Vec<Handled> = self
+            .system
+            .identities
+            .values()
+            .filter(|i| i.netns.as_deref() == Some(label))
+            .flat_map(|i| i.handled.clone())
+            .collect();
+        let have = in_netns(&ns, |rt| {
+            rt.block_on(async { Ok::<_, RtnlError>(Rtnl::connect().await?.links().clone()) })
+        })
+        .map_err(KernelError::from)?
+        .map_err(KernelError::from)?;
+        let missing: Vec<Handled> = handled
+            .into_iter()
+            .filter(|h| !have.contains_key(&h.dev))
+            .collect();
+        if missing.is_empty() {
+            return Ok(());
+        }
+        let target = ns.open().map_err(KernelError::from)?;
+        in_netns(&self.system_netns, |rt| {
+            rt.block_on(async {
+                let r = Rtnl::connect().await?;
+                for h in &missing {
+                    r.add_macvlan(&h.dev, &h.nic, Some(h.mac), &target).await?;
+                }
+                Ok::<_, RtnlError>(())
+            })
+        })
+        .map_err(KernelError::from)?
+        .map_err(KernelError::from)?;
+        tracing::info!(
+            netns = name,
+            links = missing.len(),
+            "identity namespace ready"
+        );
+        Ok(())
+    }
+
+    /// Removes an identity namespace: ntkplane's objects (and pins), its pseudo-interfaces,
+    /// the namespace (identities.md §3.2).
+    fn remove_identity_netns(&mut self, label: &str) -> Result<(), DaemonError> {
+        let ns = Some(label.to_string());
+        let name = self.netns_name(label);
+        let mut r = match self.reconcilers.remove(&ns) {
+            Some(r) => r,
+            None => Reconciler::pinned(
+                Netns::named(&name),
+                self.system.config.mark_mask,
+                None,
+                &self.paths.pins(&ns),
+            )?,
+        };
+        r.cleanup()?;
+        drop(r);
+        in_netns(&Netns::named(&name), |rt| {
+            rt.block_on(async {
+                let r = Rtnl::connect().await?;
+                let macvlans: Vec<String> = r
+                    .links()
+                    .keys()
+                    .filter(|n| n.starts_with(&format!("{label}_")))
+                    .cloned()
+                    .collect();
+                for l in macvlans {
+                    r.del_link(&l).await?;
+                }
+                Ok::<_, RtnlError>(())
+            })
+        })
+        .map_err(KernelError::from)?
+        .map_err(KernelError::from)?;
+        Netns::delete(&name).map_err(KernelError::from)?;
+        let _ = std::fs::remove_dir(self.paths.pins(&ns));
+        tracing::info!(netns = name, "identity namespace removed");
+        Ok(())
+    }
+
+    /// Identity namespaces of this instance that exist in the kernel.
+    fn existing_identity_netns(&self) -> Vec<String> {
+        let prefix = format!("{}-", self.paths.instance);
+        std::fs::read_dir(crate::netns::NETNS_RUN_DIR)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .filter_map(|e| e.file_name().into_string().ok())
+            .filter_map(|n| n.strip_prefix(&prefix).map(str::to_string))
+            .filter(|l| {
+                (l.starts_with("entr") || l.starts_with("migr"))
+                    && l[4..].chars().all(|c| c.is_ascii_digit())
+            })
+            .collect()
+    }
+
     fn reconcile(&mut self) -> Result<(), DaemonError> {
+        self.reconcile_with(None)
+    }
+
+    /// Brings every namespace to the model: new identity namespaces first (a duplication's
+    /// old identity is ready before the new one takes over, M4 before M6), then `pause`
+    /// (M5: the neighbours move their routes to the old identity's new link-local), then the
+    /// namespaces that already existed, then the ones no identity uses any more.
+    fn reconcile_with(&mut self, pause: Option<Duration>) -> Result<(), DaemonError> {
         let mut desired = self.system.desired()?;
         // One rt_tables file per system: the default namespace's reconciler publishes every name.
         let names: BTreeMap<u32, String> = desired
@@ -130,18 +280,24 @@ impl Daemon {
         if let Some(d) = desired.get_mut(&None) {
             d.table_names = names;
         }
-        let gone: Vec<Option<String>> = self
-            .reconcilers
+        let fresh: Vec<Option<String>> = desired
             .keys()
-            .filter(|k| !desired.contains_key(k))
+            .filter(|k| !self.reconcilers.contains_key(*k))
             .cloned()
             .collect();
-        for ns in gone {
-            let mut r = self.reconcilers.remove(&ns).unwrap();
-            r.cleanup()?;
-        }
-        for (ns, d) in desired {
+        let mut order: Vec<Option<String>> = fresh.clone();
+        order.extend(desired.keys().filter(|k| !fresh.contains(k)).cloned());
+        for (i, ns) in order.into_iter().enumerate() {
+            if i == fresh.len() && !fresh.is_empty() {
+                if let Some(p) = pause {
+                    std::thread::sleep(p);
+                }
+            }
+            let d = &desired[&ns];
             if !self.reconcilers.contains_key(&ns) {
+                if let Some(label) = &ns {
+                    self.ensure_identity_netns(label)?;
+                }
                 let rt = if ns.is_none() {
                     self.paths.rt_tables()
                 } else {
@@ -155,13 +311,37 @@ impl Daemon {
                 )?;
                 self.reconcilers.insert(ns.clone(), r);
             }
-            self.reconcilers.get_mut(&ns).unwrap().apply(&d)?;
+            self.reconcilers.get_mut(&ns).unwrap().apply(d)?;
+        }
+        let gone: Vec<String> = self
+            .reconcilers
+            .keys()
+            .flatten()
+            .cloned()
+            .chain(self.existing_identity_netns())
+            .filter(|l| !desired.contains_key(&Some(l.clone())))
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        for label in gone {
+            self.remove_identity_netns(&label)?;
         }
         Ok(())
     }
 
     /// Removes everything ntkplane installed, and the persisted state.
     pub fn shutdown(&mut self) -> Result<(), DaemonError> {
+        // Connectivity identities first (lifecycle.md §17), then the system namespace.
+        let labels: BTreeSet<String> = self
+            .reconcilers
+            .keys()
+            .flatten()
+            .cloned()
+            .chain(self.existing_identity_netns())
+            .collect();
+        for label in labels {
+            self.remove_identity_netns(&label)?;
+        }
         let all: Vec<Option<String>> = self.reconcilers.keys().cloned().collect();
         for ns in all {
             let mut r = self.reconcilers.remove(&ns).unwrap();
@@ -213,6 +393,95 @@ impl Daemon {
             Request::RemoveArc { identity, arc } => {
                 next.remove_arc(*identity, *arc).map(|_| json!({}))
             }
+            Request::Etp { identity, feed } => {
+                let nb: Vec<(u32, String)> = feed
+                    .neighbours
+                    .iter()
+                    .map(|n| (n.arc, n.address.clone()))
+                    .collect();
+                let ps: Vec<_> = feed
+                    .paths
+                    .iter()
+                    .map(|d| (d.dest, d.paths.clone()))
+                    .collect();
+                next.etp(*identity, &nb, &ps).map(|_| json!({}))
+            }
+            Request::PrepareEnterNetPhase1 {
+                args,
+                arcs,
+                op_id,
+                prev_op_id,
+                pseudo,
+            } => {
+                let p = self.with_pseudo(args.to_prepare(
+                    OpKind::Enter,
+                    arcs.0.clone(),
+                    *prev_op_id,
+                    pseudo,
+                ));
+                next.prepare(*op_id, p.clone())
+                    .map(|_| json!({ "pseudo": p.pseudo }))
+            }
+            Request::PrepareMigratePhase1 {
+                args,
+                op_id,
+                prev_op_id,
+                pseudo,
+            } => {
+                let p =
+                    self.with_pseudo(args.to_prepare(OpKind::Migrate, vec![], *prev_op_id, pseudo));
+                next.prepare(*op_id, p.clone())
+                    .map(|_| json!({ "pseudo": p.pseudo }))
+            }
+            Request::EnterNetPhase1 {
+                identity,
+                op_id,
+                internal,
+            }
+            | Request::MigratePhase1 {
+                identity,
+                op_id,
+                internal,
+            } => {
+                let kind = if matches!(req, Request::EnterNetPhase1 { .. }) {
+                    OpKind::Enter
+                } else {
+                    OpKind::Migrate
+                };
+                let moved: Vec<PeerMoved> = internal.iter().map(|m| m.0).collect();
+                next.phase_1(kind, *identity, *op_id, &moved)
+                    .map(|i| json!({ "identity": i }))
+            }
+            Request::EnterNetPhase2 { identity, op_id } => next
+                .phase_2(OpKind::Enter, *identity, *op_id)
+                .map(|i| json!({ "identity": i })),
+            Request::MigratePhase2 { identity, op_id } => next
+                .phase_2(OpKind::Migrate, *identity, *op_id)
+                .map(|i| json!({ "identity": i })),
+            Request::NeighbourMigrated {
+                identity,
+                arc,
+                peer_mac,
+                peer_linklocal,
+            } => next
+                .neighbour_migrated(*identity, *arc, *peer_mac, *peer_linklocal)
+                .map(|a| json!({ "arc": a })),
+            Request::RemoveOuterArcs { identity } => next
+                .remove_outer_arcs(*identity)
+                .map(|a| json!({ "removed_arcs": a })),
+            Request::RemoveIdentity { identity } => next
+                .dismiss(*identity)
+                .map(|a| json!({ "removed_identities": a })),
+            Request::CheckConnectivity { identity } => {
+                return match self.system.check_connectivity(*identity) {
+                    Ok(c) => Response::ok(json!({
+                        "removable": c.removable,
+                        "message": if c.removable { "This identity can be removed." } else { "This identity CANNOT be removed." },
+                        "needed_for": c.needed_for,
+                    })),
+                    Err(e) => Response::err(e),
+                }
+            }
             Request::ShowIdentities => return Response::ok(self.show_identities()),
             Request::ShowArcs { identity } => {
                 return match self.system.identity(*identity) {
@@ -233,10 +502,63 @@ impl Daemon {
             self.system = previous;
             return Response::err(format!("cannot persist the state: {e}"));
         }
-        match self.reconcile() {
+        let migrating = matches!(req, Request::MigratePhase1 { .. });
+        if let Err(e) = self.reconcile_with(migrating.then_some(M5_WAIT)) {
+            return Response::err(format!("kernel: {e}"));
+        }
+        match self.finish_dismissals() {
             Ok(()) => Response::ok(data),
             Err(e) => Response::err(format!("kernel: {e}")),
         }
+    }
+
+    /// E13: identities flagged for dismissal go once the state that created them reached
+    /// the kernel (also run at start, after a crash between the two).
+    fn finish_dismissals(&mut self) -> Result<(), DaemonError> {
+        if self.system.flagged().is_empty() {
+            return Ok(());
+        }
+        let mut next = self.system.clone();
+        let gone = next.dismiss_flagged()?;
+        persist::save(&self.paths.state(), &next).map_err(io_err("state"))?;
+        self.system = next;
+        tracing::info!(?gone, "identities dismissed");
+        self.reconcile()
+    }
+
+    /// Fills in the pseudo-interfaces not given: a random locally administered MAC and a
+    /// random link-local not used by this system.
+    fn with_pseudo(&self, mut p: Prepare) -> Prepare {
+        let Ok(old) = self.system.identity(p.old) else {
+            return p; // prepare() names the unknown identity
+        };
+        let mut used: BTreeSet<Ipv4Addr> = self
+            .system
+            .identities
+            .values()
+            .flat_map(|i| i.handled.iter().map(|h| h.linklocal))
+            .chain(
+                self.system
+                    .ops
+                    .values()
+                    .flat_map(|o| o.prepare.pseudo.values().map(|(_, l)| *l)),
+            )
+            .collect();
+        for h in &old.handled {
+            p.pseudo.entry(h.nic.clone()).or_insert_with(|| {
+                let ll = loop {
+                    let [a, b] = random_bytes::<2>();
+                    let ll = Ipv4Addr::new(169, 254, 1 + a % 254, 1 + b % 254);
+                    if used.insert(ll) {
+                        break ll;
+                    }
+                };
+                let mut m = random_bytes::<6>();
+                m[0] = (m[0] & 0xfc) | 0x02; // unicast, locally administered
+                (MacAddr(m), ll)
+            });
+        }
+        p
     }
 
     fn show_identities(&self) -> serde_json::Value {
@@ -248,7 +570,10 @@ impl Daemon {
                 "index": i,
                 "address": id.address.to_string(),
                 "kind": if id.is_main() { "main" } else { "connectivity" },
-                "netns": id.netns.clone().unwrap_or_else(|| "default".into()),
+                "netns": id.netns.as_deref().map_or_else(|| "default".into(), |l| self.netns_name(l)),
+                "connectivity": id.connectivity,
+                "copy_of": id.copy_of,
+                "bootstrap": id.bootstrap_level.is_some(),
             }))
             .collect::<Vec<_>>())
     }
@@ -286,6 +611,10 @@ impl Daemon {
             "identities": self.system.identities.len(),
             "namespaces": self.reconcilers.keys().map(|k| k.clone().unwrap_or_else(|| "default".into())).collect::<Vec<_>>(),
             "tables": self.system.tables.all().count(),
+            "pending_operations": self.system.ops.iter().map(|(op, p)| json!({
+                "op_id": op, "kind": p.prepare.kind, "identity": p.prepare.old,
+                "waiting_phase_2": p.new_identity,
+            })).collect::<Vec<_>>(),
         })
     }
 

@@ -4,7 +4,12 @@ use std::net::Ipv4Addr;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::{addr::HCoord, fwd::Path, mac::MacAddr};
+use crate::{
+    addr::HCoord,
+    fwd::Path,
+    mac::MacAddr,
+    system::{PeerMoved, Prepare},
+};
 
 /// Longest request line accepted.
 pub const MAX_REQUEST: usize = 1 << 20;
@@ -21,6 +26,213 @@ impl std::str::FromStr for PathList {
         serde_json::from_str(s)
             .map(PathList)
             .map_err(|e| format!("paths: {e}"))
+    }
+}
+
+fn parse_mac_ll(s: &str, what: &str) -> Result<(MacAddr, Ipv4Addr), String> {
+    let (m, l) = s
+        .split_once('@')
+        .ok_or_else(|| format!("{what}: expected MAC@LINKLOCAL, got '{s}'"))?;
+    let mac = m.parse().map_err(|e| format!("{what}: {e}"))?;
+    let ll = l
+        .parse()
+        .map_err(|_| format!("{what}: '{l}' is not an IPv4 address"))?;
+    Ok((mac, ll))
+}
+
+/// `ARC=MAC@LINKLOCAL`: an internal arc whose peer's old identity moved to that MAC.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct MovedArg(pub PeerMoved);
+
+impl std::str::FromStr for MovedArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (a, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--internal: expected ARC=MAC@LINKLOCAL, got '{s}'"))?;
+        let arc = a
+            .parse()
+            .map_err(|_| format!("--internal: bad arc index '{a}'"))?;
+        let (mac, linklocal) = parse_mac_ll(rest, "--internal")?;
+        Ok(MovedArg(PeerMoved {
+            arc,
+            mac,
+            linklocal,
+        }))
+    }
+}
+
+/// `NIC=MAC@LINKLOCAL`: the pseudo-interface the old identity gets on NIC (default: a
+/// random locally administered MAC and a random link-local).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PseudoArg {
+    pub nic: String,
+    pub mac: MacAddr,
+    pub linklocal: Ipv4Addr,
+}
+
+impl std::str::FromStr for PseudoArg {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (nic, rest) = s
+            .split_once('=')
+            .ok_or_else(|| format!("--pseudo: expected NIC=MAC@LINKLOCAL, got '{s}'"))?;
+        let (mac, linklocal) = parse_mac_ll(rest, "--pseudo")?;
+        Ok(PseudoArg {
+            nic: nic.into(),
+            mac,
+            linklocal,
+        })
+    }
+}
+
+/// Dotted positions, highest level first (`2.1.1`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct Dotted(pub Vec<u32>);
+
+impl std::str::FromStr for Dotted {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s.is_empty() {
+            return Ok(Dotted(vec![]));
+        }
+        s.split('.')
+            .map(|p| {
+                p.parse()
+                    .map_err(|_| format!("host address: '{p}' in '{s}' is not a position"))
+            })
+            .collect::<Result<_, _>>()
+            .map(Dotted)
+    }
+}
+impl TryFrom<String> for Dotted {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+impl From<Dotted> for String {
+    fn from(d: Dotted) -> String {
+        d.0.iter().map(u32::to_string).collect::<Vec<_>>().join(".")
+    }
+}
+
+/// `[0,2]`, `[]`: identity-arc indices (qspnclient's notation; `[]` is the empty list).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct ArcList(pub Vec<u32>);
+
+impl std::str::FromStr for ArcList {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let inner = s
+            .strip_prefix('[')
+            .and_then(|r| r.strip_suffix(']'))
+            .ok_or_else(|| format!("arc list: expected [i,j,…], got '{s}'"))?;
+        inner
+            .split(',')
+            .map(str::trim)
+            .filter(|x| !x.is_empty())
+            .map(|x| {
+                x.parse()
+                    .map_err(|_| format!("arc list: '{x}' is not an index"))
+            })
+            .collect::<Result<_, _>>()
+            .map(ArcList)
+    }
+}
+
+/// A previous operation id, or `null`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct OpRef(pub Option<u64>);
+
+impl std::str::FromStr for OpRef {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        if s == "null" {
+            return Ok(OpRef(None));
+        }
+        s.parse()
+            .map(|v| OpRef(Some(v)))
+            .map_err(|_| format!("previous operation: '{s}' is neither an id nor null"))
+    }
+}
+
+/// What one ETP taught an identity: neighbours now known and the complete set of paths
+/// (destinations left out are forgotten). JSON:
+/// `{"neighbours":[{"arc":0,"address":"2.1.1.0"}],"paths":[{"dest":{"lvl":0,"pos":0},"paths":[…]}]}`.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Feed {
+    #[serde(default)]
+    pub neighbours: Vec<KnownNeighbour>,
+    #[serde(default)]
+    pub paths: Vec<DestPaths>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct KnownNeighbour {
+    pub arc: u32,
+    pub address: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DestPaths {
+    pub dest: HCoord,
+    pub paths: Vec<Path>,
+}
+
+impl std::str::FromStr for Feed {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        serde_json::from_str(s).map_err(|e| format!("feed: {e}"))
+    }
+}
+
+/// Arguments shared by `prepare-enter-net-phase-1` and `prepare-migrate-phase-1`, in
+/// qspnclient's order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::Args)]
+pub struct PrepareArgs {
+    pub identity: u32,
+    pub guest_level: usize,
+    pub host_level: usize,
+    pub host_addr: Dotted,
+    /// (no kernel effect)
+    pub host_elderships: String,
+    pub pos1: u32,
+    pub pos1_eldership: u32,
+    pub pos2: u32,
+    pub pos2_eldership: u32,
+    pub conn_pos: u32,
+    pub conn_pos_eldership: u32,
+}
+
+impl PrepareArgs {
+    pub fn to_prepare(
+        &self,
+        kind: crate::system::OpKind,
+        external_arcs: Vec<u32>,
+        prev_op: OpRef,
+        pseudo: &[PseudoArg],
+    ) -> Prepare {
+        Prepare {
+            kind,
+            old: self.identity,
+            guest_level: self.guest_level,
+            host_level: self.host_level,
+            host_addr: self.host_addr.0.clone(),
+            pos1: self.pos1,
+            pos2: self.pos2,
+            conn_pos: self.conn_pos,
+            external_arcs,
+            prev_op: prev_op.0,
+            pseudo: pseudo
+                .iter()
+                .map(|p| (p.nic.clone(), (p.mac, p.linklocal)))
+                .collect(),
+        }
     }
 }
 
@@ -59,6 +271,69 @@ pub enum Request {
     RemovePaths { identity: u32, dest: HCoord },
     /// Remove an identity arc (and its forwarding table)
     RemoveArc { identity: u32, arc: u32 },
+    /// An ETP processed by IDENTITY: neighbours known and all its paths (JSON, see `Feed`)
+    Etp { identity: u32, feed: Feed },
+    /// qspnclient's 14 arguments: IDENTITY GUEST HOST HOST_ADDR ELDERSHIPS POS1 E POS2 E CONN_POS E [ARCS] OP_ID PREV_OP_ID|null
+    PrepareEnterNetPhase1 {
+        #[command(flatten)]
+        #[serde(flatten)]
+        args: PrepareArgs,
+        arcs: ArcList,
+        op_id: u64,
+        prev_op_id: OpRef,
+        /// NIC=MAC@LINKLOCAL of the old identity's pseudo-interface (default: random)
+        #[arg(long)]
+        #[serde(default)]
+        pseudo: Vec<PseudoArg>,
+    },
+    /// qspnclient's 13 arguments: IDENTITY GUEST HOST HOST_ADDR ELDERSHIPS POS1 E POS2 E CONN_POS E OP_ID PREV_OP_ID|null
+    PrepareMigratePhase1 {
+        #[command(flatten)]
+        #[serde(flatten)]
+        args: PrepareArgs,
+        op_id: u64,
+        prev_op_id: OpRef,
+        /// NIC=MAC@LINKLOCAL of the old identity's pseudo-interface (default: random)
+        #[arg(long)]
+        #[serde(default)]
+        pseudo: Vec<PseudoArg>,
+    },
+    /// Duplicate IDENTITY and enter the other network; prints the new identity's index
+    EnterNetPhase1 {
+        identity: u32,
+        op_id: u64,
+        /// ARC=MAC@LINKLOCAL: an internal arc (the peer takes part in the same operation)
+        #[arg(long)]
+        #[serde(default)]
+        internal: Vec<MovedArg>,
+    },
+    /// Duplicate IDENTITY and migrate inside the network; prints the new identity's index
+    MigratePhase1 {
+        identity: u32,
+        op_id: u64,
+        /// ARC=MAC@LINKLOCAL: an internal arc (the peer takes part in the same operation)
+        #[arg(long)]
+        #[serde(default)]
+        internal: Vec<MovedArg>,
+    },
+    /// The awaited migration is done: the new identity's position becomes real
+    EnterNetPhase2 { identity: u32, op_id: u64 },
+    /// As enter-net-phase-2, for a migration
+    MigratePhase2 { identity: u32, op_id: u64 },
+    /// A neighbour identity duplicated: ARC now leads to its old identity (MAC, link-local);
+    /// prints the new arc towards its new identity
+    NeighbourMigrated {
+        identity: u32,
+        arc: u32,
+        peer_mac: MacAddr,
+        peer_linklocal: Ipv4Addr,
+    },
+    /// presence_notified: a connectivity identity drops its arcs outside its g-node
+    RemoveOuterArcs { identity: u32 },
+    /// Can this connectivity identity be removed without splitting its g-nodes?
+    CheckConnectivity { identity: u32 },
+    /// Dismiss a connectivity identity (and, chained, the one it was copied from)
+    RemoveIdentity { identity: u32 },
     /// Identities: index, address, kind, namespace
     ShowIdentities,
     /// The arcs of one identity

@@ -169,6 +169,17 @@ impl Rtnl {
             .map_err(req(format!("add macvlan {name} on {lower}")))
     }
 
+    /// Deletes a link of this namespace (an identity's pseudo-interface).
+    pub async fn del_link(&self, name: &str) -> Result<(), RtnlError> {
+        let i = self.index(name)?;
+        self.h
+            .link()
+            .del(i)
+            .execute()
+            .await
+            .map_err(req(format!("delete link {name}")))
+    }
+
     /// ntkplane's IPv4 addresses: (device, address); all are /32.
     pub async fn addresses(&self) -> Result<Vec<(String, Ipv4Addr)>, RtnlError> {
         let msgs: Vec<AddressMessage> = self

@@ -83,6 +83,15 @@ pub struct Identity {
     #[serde(with = "paths_as_list")]
     pub paths: BTreeMap<HCoord, Vec<Path>>,
     pub bootstrap_level: Option<usize>,
+    /// The identity this one was duplicated from (until that one is dismissed).
+    #[serde(default)]
+    pub copy_of: Option<u32>,
+    /// Connectivity levels `(from, to)` of a connectivity identity (identities.md §6).
+    #[serde(default)]
+    pub connectivity: Option<(usize, usize)>,
+    /// To be dismissed once the current state reached the kernel (an entry's old identity).
+    #[serde(default)]
+    pub dismiss: bool,
 }
 
 impl Identity {
@@ -97,6 +106,12 @@ pub struct System {
     pub identities: BTreeMap<u32, Identity>,
     pub next_identity: u32,
     pub tables: TableIds,
+    /// Prepared entries/migrations by operation id (JSON keys are strings).
+    #[serde(default, with = "ops_as_list")]
+    pub ops: BTreeMap<u64, Pending>,
+    /// Counter of the identity namespaces created (`entr01`, `migr02`, …).
+    #[serde(default)]
+    pub next_netns: u32,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,6 +169,52 @@ pub enum SystemError {
     State(#[from] StateError),
     #[error("table id {0} does not fit in the mark mask")]
     MarkMask(u32),
+    #[error("operation {0} is already prepared")]
+    DuplicateOp(u64),
+    #[error(
+        "no prepared operation {0} (run prepare_enter_net_phase_1 / prepare_migrate_phase_1 first)"
+    )]
+    UnknownOp(u64),
+    #[error("operation {op} was prepared as {prepared}, not {called}")]
+    WrongKind {
+        op: u64,
+        prepared: OpKind,
+        called: OpKind,
+    },
+    #[error("operation {op} was prepared for identity {prepared}, not {called}")]
+    WrongIdentity { op: u64, prepared: u32, called: u32 },
+    #[error("phase 1 of operation {0} already ran")]
+    PhaseOneDone(u64),
+    #[error("no identity is waiting for phase 2 of operation {0}")]
+    NotWaitingPhase2(u64),
+    #[error("guest level {guest} and host level {host}: need guest < host <= {levels}")]
+    Levels {
+        guest: usize,
+        host: usize,
+        levels: usize,
+    },
+    #[error("host address has {given} positions, levels l-1..h need {want}")]
+    HostAddress { given: usize, want: usize },
+    #[error("{what}: position {pos} is not valid at level {lvl}")]
+    Position {
+        what: &'static str,
+        lvl: usize,
+        pos: u32,
+    },
+    #[error("a migration takes no arc list (every qspn arc follows the new identity)")]
+    ArcListOnMigrate,
+    #[error("no pseudo-interface MAC/link-local for interface '{0}'")]
+    NoPseudo(String),
+    #[error("arc {0} is listed both as internal and as external")]
+    InternalAndExternal(u32),
+    #[error("arc {0} is given twice")]
+    DuplicateArcArg(u32),
+    #[error("interface name '{0}' is longer than 15 bytes")]
+    IfName(String),
+    #[error("identity {0} is the main identity: it ends only with the daemon")]
+    DismissMain(u32),
+    #[error("identity {0} is not a connectivity identity")]
+    NotConnectivity(u32),
 }
 
 impl System {
@@ -200,12 +261,17 @@ impl System {
             next_arc: 0,
             paths: BTreeMap::new(),
             bootstrap_level: None,
+            copy_of: None,
+            connectivity: None,
+            dismiss: false,
         };
         Ok(System {
             config,
             identities: BTreeMap::from([(0, main)]),
             next_identity: 1,
             tables: TableIds::default(),
+            ops: BTreeMap::new(),
+            next_netns: 0,
         })
     }
 
@@ -321,6 +387,12 @@ impl System {
             return Err(SystemError::NotQspn { identity: idx, arc });
         }
         let id = self.identity_mut(idx)?;
+        // The first ETP from outside the moving g-node ends the bootstrap (lifecycle.md §2.3).
+        if let (Some(b), Some(c)) = (id.bootstrap_level, id.address.coord_of(&n)) {
+            if c.lvl >= b {
+                id.bootstrap_level = None;
+            }
+        }
         id.arcs
             .get_mut(&arc)
             .unwrap()
@@ -361,6 +433,29 @@ impl System {
         } else {
             id.paths.insert(dest, paths);
         }
+        Ok(())
+    }
+
+    /// One processed ETP (lifecycle.md §2.5, one block): the neighbours now known and the
+    /// identity's complete path set (destinations not given are forgotten).
+    pub fn etp(
+        &mut self,
+        idx: u32,
+        neighbours: &[(u32, String)],
+        paths: &[(HCoord, Vec<Path>)],
+    ) -> Result<(), SystemError> {
+        let mut next = self.clone();
+        for (arc, address) in neighbours {
+            next.set_neighbour(idx, *arc, address)?;
+        }
+        let known: Vec<HCoord> = next.identity(idx)?.paths.keys().copied().collect();
+        for d in known {
+            next.set_paths(idx, d, vec![])?;
+        }
+        for (d, ps) in paths {
+            next.set_paths(idx, *d, ps.clone())?;
+        }
+        *self = next;
         Ok(())
     }
 
@@ -451,6 +546,41 @@ impl System {
     }
 }
 
+/// Operations persisted as a list of `{"op": id, …}`.
+mod ops_as_list {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    use super::Pending;
+
+    #[derive(Serialize, Deserialize)]
+    struct Entry {
+        op: u64,
+        #[serde(flatten)]
+        pending: Pending,
+    }
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u64, Pending>, s: S) -> Result<S::Ok, S::Error> {
+        m.iter()
+            .map(|(op, p)| Entry {
+                op: *op,
+                pending: p.clone(),
+            })
+            .collect::<Vec<_>>()
+            .serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(
+        d: D,
+    ) -> Result<BTreeMap<u64, Pending>, D::Error> {
+        Ok(Vec::<Entry>::deserialize(d)?
+            .into_iter()
+            .map(|e| (e.op, e.pending))
+            .collect())
+    }
+}
+
 /// JSON objects need string keys: paths are persisted as `[{"dest": …, "paths": […]}]`.
 mod paths_as_list {
     use std::collections::BTreeMap;
@@ -502,6 +632,9 @@ fn check_ll(ip: Ipv4Addr) -> Result<(), SystemError> {
     }
     Ok(())
 }
+
+mod lifecycle;
+pub use lifecycle::{Connectivity, OpKind, PeerMoved, Pending, Prepare};
 
 #[cfg(test)]
 mod tests;

@@ -1,5 +1,6 @@
 use super::*;
 use crate::fwd::network::{fixed_tables, InputOptions};
+use crate::system::lifecycle::*;
 
 fn mac(s: &str) -> MacAddr {
     s.parse().unwrap()
@@ -217,4 +218,340 @@ fn removing_a_qspn_arc_releases_its_table_and_paths() {
     assert_eq!(s.tables.get(gamma), None, "id 250 released");
     let k = &s.desired().unwrap()[&None].state;
     assert!(k.marks.is_empty() && !k.tables().contains(&250) && k.rules.len() == 1);
+}
+
+fn prep(kind: OpKind, old: u32, g: usize, h: usize, host: &[u32], p: (u32, u32, u32)) -> Prepare {
+    Prepare {
+        kind,
+        old,
+        guest_level: g,
+        host_level: h,
+        host_addr: host.to_vec(),
+        pos1: p.0,
+        pos2: p.1,
+        conn_pos: p.2,
+        external_arcs: vec![],
+        prev_op: None,
+        pseudo: BTreeMap::from([(
+            "eth1".to_string(),
+            (mac("00:16:3E:EE:AF:D1"), ip("169.254.27.218")),
+        )]),
+    }
+}
+
+fn eps_alone() -> System {
+    let mut c = config();
+    c.nics[0].mac = mac("00:16:3E:3C:14:33");
+    c.nics[0].linklocal = ip("169.254.163.36");
+    System::init(c, "3.1.0.0").unwrap()
+}
+
+/// S1 on ε (lifecycle.md §7.1, `entr05`): case 1 with a pending migration.
+#[test]
+fn enter_case_1_then_phase_2() {
+    let mut s = eps_alone();
+    let beta = mac("00:16:3E:EC:A3:E1");
+    s.add_identity_arc(0, "eth1", beta, ip("169.254.96.141"))
+        .unwrap();
+    let mut p = prep(OpKind::Enter, 0, 0, 1, &[2, 1, 1], (2, 1, 2));
+    p.external_arcs = vec![0];
+    p.prev_op = Some(262359);
+    p.pseudo.insert(
+        "eth1".into(),
+        (mac("02:00:00:00:05:01"), ip("169.254.133.31")),
+    );
+    s.prepare(4958850, p).unwrap();
+    assert_eq!(s.phase_1(OpKind::Enter, 0, 4958850, &[]), Ok(1));
+    // Before E13 both identities exist: the old one in entr01 with its pseudo-interface.
+    let d = s.desired().unwrap();
+    assert_eq!(
+        d.keys().cloned().collect::<Vec<_>>(),
+        [None, Some("entr01".into())]
+    );
+    assert_eq!(d[&Some("entr01".into())].interfaces, ["entr01_eth1"]);
+    let old = s.identity(0).unwrap();
+    assert_eq!(old.address.to_string(), "3.1.0.2");
+    assert_eq!(old.connectivity, Some((1, 4)));
+    assert_eq!(s.dismiss_flagged(), Ok(vec![0]));
+    let new = s.identity(1).unwrap();
+    assert_eq!(new.address.to_string(), "2.1.1.2", "virtual until phase 2");
+    assert!(new.is_main() && new.bootstrap_level == Some(0));
+    let d = s.desired().unwrap();
+    assert_eq!(d.len(), 1);
+    let k = &d[&None].state;
+    assert_eq!(k.marks, BTreeMap::from([(beta, 250)]));
+    assert_eq!(k.rules.len(), 1, "no fwmark rule before β's first ETP");
+    assert_eq!(k.routes.keys().filter(|(t, _)| *t == 250).count(), 23);
+    assert!(k
+        .routes
+        .iter()
+        .filter(|((t, _), _)| *t == 250 || *t == 251)
+        .all(|(_, r)| *r == crate::plan::KRoute::Unreachable));
+    // Phase 2: only the new identity's index is waiting; wrong kind/identity/op are refused.
+    let before = s.clone();
+    assert_eq!(
+        s.phase_2(OpKind::Migrate, 0, 4958850),
+        Err(SystemError::WrongKind {
+            op: 4958850,
+            prepared: OpKind::Enter,
+            called: OpKind::Migrate
+        })
+    );
+    assert_eq!(
+        s.phase_2(OpKind::Enter, 3, 4958850),
+        Err(SystemError::WrongIdentity {
+            op: 4958850,
+            prepared: 0,
+            called: 3
+        })
+    );
+    assert_eq!(
+        s.phase_2(OpKind::Enter, 0, 1),
+        Err(SystemError::UnknownOp(1))
+    );
+    assert_eq!(
+        s.phase_1(OpKind::Enter, 0, 4958850, &[]),
+        Err(SystemError::PhaseOneDone(4958850))
+    );
+    assert_eq!(s, before);
+    // β's first ETP ends the bootstrap; phase 2 makes the address real: own IPs and SNAT.
+    s.set_neighbour(1, 0, "2.1.1.1").unwrap();
+    assert_eq!(s.identity(1).unwrap().bootstrap_level, None);
+    assert_eq!(s.phase_2(OpKind::Enter, 0, 4958850), Ok(1));
+    assert_eq!(s.identity(1).unwrap().address.to_string(), "2.1.1.1");
+    assert!(s.ops.is_empty());
+    s.set_neighbour(1, 0, "2.0.1.1").unwrap(); // β has migrated meanwhile
+    let k = &s.desired().unwrap()[&None].state;
+    assert!(k.addresses.contains(&("eth1".into(), ip("10.0.0.23"))));
+    assert!(k.rules.iter().any(|r| r.table == 250));
+    assert_eq!(
+        s.phase_2(OpKind::Enter, 0, 4958850),
+        Err(SystemError::UnknownOp(4958850))
+    );
+}
+
+/// β₁ at S1-B migrating as a single node (§9.1, `migr01`): every qspn arc follows the new
+/// identity with the same id and no rule; the old identity keeps them in migr01.
+fn beta_s1b() -> System {
+    let mut s = System::init(config(), "2.1.1.1").unwrap();
+    let (alpha, gamma, eps) = (
+        mac("00:16:3E:FD:E2:AA"),
+        mac("00:16:3E:5B:78:D5"),
+        mac("00:16:3E:3C:14:33"),
+    );
+    s.add_identity_arc(0, "eth1", gamma, ip("169.254.94.223"))
+        .unwrap();
+    s.add_identity_arc(0, "eth1", alpha, ip("169.254.69.30"))
+        .unwrap();
+    s.add_identity_arc(0, "eth1", eps, ip("169.254.163.36"))
+        .unwrap();
+    assert_eq!(s.add_qspn_arc(0, "eth1", gamma), Ok(250));
+    assert_eq!(s.add_qspn_arc(0, "eth1", alpha), Ok(249));
+    assert_eq!(s.add_qspn_arc(0, "eth1", eps), Ok(248));
+    s.set_neighbour(0, 0, "2.1.1.0").unwrap();
+    s.set_neighbour(0, 1, "2.0.1.0").unwrap();
+    s.set_neighbour(0, 2, "2.1.1.2").unwrap();
+    s
+}
+
+#[test]
+fn migrate_single_node_then_outer_arcs_and_dismissal() {
+    let mut s = beta_s1b();
+    let before = s.clone();
+    // Bad preparations are refused with the field named, and change nothing.
+    let mut bad = prep(OpKind::Migrate, 0, 0, 1, &[2, 0], (2, 1, 3));
+    assert_eq!(
+        s.prepare(1, bad.clone()),
+        Err(SystemError::HostAddress { given: 2, want: 3 })
+    );
+    bad.host_addr = vec![2, 0, 1];
+    bad.conn_pos = 1;
+    assert!(matches!(
+        s.prepare(1, bad.clone()),
+        Err(SystemError::Position { lvl: 0, pos: 1, .. })
+    ));
+    bad.conn_pos = 3;
+    bad.external_arcs = vec![0];
+    assert_eq!(
+        s.prepare(1, bad.clone()),
+        Err(SystemError::ArcListOnMigrate)
+    );
+    bad.external_arcs.clear();
+    bad.pseudo.clear();
+    assert_eq!(s.prepare(1, bad), Err(SystemError::NoPseudo("eth1".into())));
+    assert_eq!(
+        s.phase_1(OpKind::Migrate, 0, 262359, &[]),
+        Err(SystemError::UnknownOp(262359))
+    );
+    assert_eq!(s, before);
+
+    s.prepare(
+        262359,
+        prep(OpKind::Migrate, 0, 0, 1, &[2, 0, 1], (2, 1, 3)),
+    )
+    .unwrap();
+    assert_eq!(
+        s.prepare(
+            262359,
+            prep(OpKind::Migrate, 0, 0, 1, &[2, 0, 1], (2, 1, 3))
+        ),
+        Err(SystemError::DuplicateOp(262359))
+    );
+    assert_eq!(s.phase_1(OpKind::Migrate, 0, 262359, &[]), Ok(1));
+    let (b1, b2) = (s.identity(0).unwrap(), s.identity(1).unwrap());
+    assert_eq!(b1.address.to_string(), "2.1.1.3");
+    assert_eq!(b1.netns.as_deref(), Some("migr01"));
+    assert_eq!(
+        b1.connectivity,
+        Some((1, 2)),
+        "to-level: coordinate of 2·0·1·x from 2·1·1·1"
+    );
+    assert_eq!(
+        b2.address.to_string(),
+        "2.0.1.1",
+        "prev_op null: phase 2 at once"
+    );
+    assert!(b2.is_main() && b2.copy_of == Some(0));
+    assert!(b2
+        .arcs
+        .values()
+        .all(|a| a.qspn.as_ref().is_some_and(|q| q.neighbour.is_none())));
+    let d = s.desired().unwrap();
+    let (def, m1) = (&d[&None].state, &d[&Some("migr01".into())].state);
+    assert_eq!(
+        def.marks.values().copied().collect::<BTreeSet<_>>(),
+        BTreeSet::from([248, 249, 250])
+    );
+    assert_eq!(
+        def.marks, m1.marks,
+        "external arcs: same ids in both namespaces"
+    );
+    assert_eq!(
+        def.rules.len(),
+        1,
+        "M8: rules withdrawn until β₂'s first ETP per neighbour"
+    );
+    assert_eq!(m1.rules.len(), 3);
+    assert!(d[&Some("migr01".into())].interfaces == ["migr01_eth1"]);
+
+    // Outer arcs: α₁ (2·0·1·0) is at coordinate level 2 from 2·1·1·3.
+    assert_eq!(s.remove_outer_arcs(1), Err(SystemError::NotConnectivity(1)));
+    assert_eq!(s.remove_outer_arcs(0), Ok(vec![1]));
+    assert_eq!(
+        s.tables.get(mac("00:16:3E:FD:E2:AA")),
+        Some(249),
+        "β₂ still uses 249"
+    );
+    let c = s.check_connectivity(0).unwrap();
+    assert!(c.removable, "{c:?}");
+    // Dismissal: the main identity cannot be dismissed; the connectivity one goes and its
+    // ids stay while β₂ uses them.
+    assert_eq!(s.dismiss(1), Err(SystemError::DismissMain(1)));
+    assert_eq!(s.dismiss(0), Ok(vec![0]));
+    assert_eq!(s.identity(1).unwrap().copy_of, None);
+    assert_eq!(s.tables.all().count(), 3);
+    assert_eq!(s.desired().unwrap().len(), 1);
+}
+
+/// γ when β₁ moved to migr01 (identities.md §7.3): the table is re-keyed with the same id,
+/// and a new identity arc towards β₂ takes the previous MAC.
+#[test]
+fn neighbour_migrated_rekeys_with_the_same_id() {
+    let mut c = config();
+    c.nics[0].mac = mac("00:16:3E:5B:78:D5");
+    let mut s = System::init(c, "2.1.1.0").unwrap();
+    let (b, d) = (mac("00:16:3E:EC:A3:E1"), mac("00:16:3E:1A:C4:45"));
+    s.add_identity_arc(0, "eth1", b, ip("169.254.96.141"))
+        .unwrap();
+    s.add_identity_arc(0, "eth1", d, ip("169.254.253.216"))
+        .unwrap();
+    assert_eq!(s.add_qspn_arc(0, "eth1", b), Ok(250));
+    assert_eq!(s.add_qspn_arc(0, "eth1", d), Ok(249));
+    s.set_neighbour(0, 0, "2.1.1.1").unwrap();
+    let moved = mac("00:16:3E:EE:AF:D1");
+    assert!(matches!(
+        s.neighbour_migrated(0, 0, d, ip("169.254.1.1")),
+        Err(SystemError::DuplicateArc { .. })
+    ));
+    assert_eq!(
+        s.neighbour_migrated(0, 0, moved, ip("169.254.27.218")),
+        Ok(2)
+    );
+    assert_eq!(s.tables.get(moved), Some(250));
+    assert_eq!(s.tables.get(b), None);
+    let a = &s.identity(0).unwrap().arcs;
+    assert_eq!(
+        (a[&0].peer_mac, a[&2].peer_mac, a[&2].qspn.is_none()),
+        (moved, b, true)
+    );
+    assert_eq!(s.add_qspn_arc(0, "eth1", b), Ok(248));
+    let k = &s.desired().unwrap()[&None].state;
+    assert_eq!(k.marks, BTreeMap::from([(moved, 250), (d, 249), (b, 248)]));
+    assert!(
+        k.rules.iter().any(|r| r.table == 250),
+        "neighbour still known: rule kept"
+    );
+}
+
+/// An internal arc (both ends move in the same operation, §7.2): the new identity keeps the
+/// table and knows the peer's new address; the old identity gets a new id for the peer's new
+/// MAC; the persisted form round-trips with a pending operation.
+#[test]
+fn internal_arc_in_a_gnode_entry() {
+    let mut c = config();
+    c.nics[0].mac = mac("00:16:3E:1A:C4:45");
+    let mut s = System::init(c, "3.1.0.1").unwrap();
+    let (mu, gamma) = (mac("00:16:3E:2D:8D:DE"), mac("00:16:3E:5B:78:D5"));
+    s.add_identity_arc(0, "eth1", mu, ip("169.254.119.176"))
+        .unwrap();
+    s.add_identity_arc(0, "eth1", gamma, ip("169.254.94.223"))
+        .unwrap();
+    assert_eq!(s.add_qspn_arc(0, "eth1", mu), Ok(250));
+    s.set_neighbour(0, 0, "3.1.0.0").unwrap();
+    let mut p = prep(OpKind::Enter, 0, 1, 2, &[2, 1], (2, 0, 2));
+    p.external_arcs = vec![1];
+    p.prev_op = Some(7);
+    s.prepare(8191409, p).unwrap();
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(serde_json::from_str::<System>(&json).unwrap(), s);
+    let moved = PeerMoved {
+        arc: 0,
+        mac: mac("00:16:3E:DF:23:F5"),
+        linklocal: ip("169.254.242.91"),
+    };
+    let ext = PeerMoved { arc: 1, ..moved };
+    assert_eq!(
+        s.phase_1(OpKind::Enter, 0, 8191409, &[ext]),
+        Err(SystemError::InternalAndExternal(1))
+    );
+    assert_eq!(s.phase_1(OpKind::Enter, 0, 8191409, &[moved]), Ok(1));
+    let (old, new) = (s.identity(0).unwrap(), s.identity(1).unwrap());
+    assert_eq!(old.address.to_string(), "3.1.2.1");
+    assert_eq!(new.address.to_string(), "2.1.2.1");
+    assert_eq!(
+        old.arcs[&0].qspn.as_ref().unwrap().table,
+        249,
+        "new id for μ's new MAC"
+    );
+    assert_eq!(new.arcs[&0].qspn.as_ref().unwrap().table, 250);
+    assert_eq!(
+        new.arcs[&0]
+            .qspn
+            .as_ref()
+            .unwrap()
+            .neighbour
+            .as_ref()
+            .unwrap()
+            .to_string(),
+        "2.1.2.0"
+    );
+    assert_eq!(new.arcs[&1].qspn.as_ref().unwrap().table, 248);
+    let json = serde_json::to_string(&s).unwrap();
+    assert_eq!(serde_json::from_str::<System>(&json).unwrap(), s);
+    s.dismiss_flagged().unwrap();
+    assert_eq!(
+        s.tables.get(mac("00:16:3E:DF:23:F5")),
+        None,
+        "released with the old identity"
+    );
 }
