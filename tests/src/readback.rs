@@ -6,8 +6,23 @@ use serde_json::Value;
 
 use crate::lab::Ns;
 
+/// Output of `sh -c cmd` inside the named namespace.
+pub fn sh_in(netns: &str, cmd: &str) -> String {
+    let out = crate::lab::must(
+        std::process::Command::new("ip")
+            .args(["netns", "exec", netns, "sh", "-c", cmd])
+            .env("LC_ALL", "C"),
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[allow(dead_code)]
 fn json(ns: &Ns, cmd: &str) -> Value {
-    let out = ns.sh(cmd);
+    json_in(&ns.name, cmd)
+}
+
+fn json_in(netns: &str, cmd: &str) -> Value {
+    let out = sh_in(netns, cmd);
     if out.trim().is_empty() {
         return Value::Array(vec![]);
     }
@@ -16,8 +31,13 @@ fn json(ns: &Ns, cmd: &str) -> Value {
 
 /// `ip -j route show table N` as prefix → route.
 pub fn table(ns: &Ns, id: u32) -> BTreeMap<Ipv4Prefix, KRoute> {
+    table_in(&ns.name, id)
+}
+
+/// [`table`] in a namespace given by name (an identity namespace a daemon created).
+pub fn table_in(netns: &str, id: u32) -> BTreeMap<Ipv4Prefix, KRoute> {
     let mut out = BTreeMap::new();
-    for r in json(ns, &format!("ip -j route show table {id}"))
+    for r in json_in(netns, &format!("ip -j route show table {id}"))
         .as_array()
         .unwrap()
     {
@@ -54,7 +74,12 @@ pub fn table(ns: &Ns, id: u32) -> BTreeMap<Ipv4Prefix, KRoute> {
 
 /// `ip -j rule` entries with protocol ntk, as (priority, fwmark, table).
 pub fn ntk_rules(ns: &Ns) -> Vec<(u64, Option<String>, String)> {
-    json(ns, "ip -j rule show")
+    ntk_rules_in(&ns.name)
+}
+
+/// [`ntk_rules`] in a namespace given by name.
+pub fn ntk_rules_in(netns: &str) -> Vec<(u64, Option<String>, String)> {
+    json_in(netns, "ip -j rule show")
         .as_array()
         .unwrap()
         .iter()
@@ -82,4 +107,48 @@ pub fn full_dump(ns: &Ns) -> String {
     .iter()
     .map(|c| format!("== {c}\n{}", ns.sh(c)))
     .collect()
+}
+
+/// Table ids holding routes of protocol ntk (`ip -j route show table all`).
+pub fn ntk_tables_in(netns: &str) -> std::collections::BTreeSet<u32> {
+    json_in(netns, "ip -j route show table all proto ntk")
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|r| {
+            r["table"]
+                .as_u64()
+                .map(|t| t as u32)
+                .or_else(|| r["table"].as_str().and_then(|t| t.parse().ok()))
+        })
+        .collect()
+}
+
+/// The classifier's MAC → mark entries, read from its pinned map with `bpftool`.
+pub fn pinned_marks(pin_dir: &std::path::Path) -> BTreeMap<String, u32> {
+    let map = pin_dir.join(ntkplane_common::NEIGHBOURS_MAP);
+    let out = crate::lab::must(std::process::Command::new("bpftool").args([
+        "-j",
+        "map",
+        "dump",
+        "pinned",
+        map.to_str().unwrap(),
+    ]));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let byte =
+        |x: &Value| u8::from_str_radix(x.as_str().unwrap().trim_start_matches("0x"), 16).unwrap();
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|e| {
+            let k: Vec<u8> = e["key"].as_array().unwrap().iter().map(byte).collect();
+            let val: Vec<u8> = e["value"].as_array().unwrap().iter().map(byte).collect();
+            let mac = k[..6]
+                .iter()
+                .map(|b| format!("{b:02X}"))
+                .collect::<Vec<_>>()
+                .join(":");
+            (mac, u32::from_le_bytes(val[..4].try_into().unwrap()))
+        })
+        .collect()
 }

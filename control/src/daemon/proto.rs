@@ -274,6 +274,8 @@ pub enum Request {
     /// An ETP processed by IDENTITY: neighbours known and all its paths (JSON, see `Feed`)
     Etp { identity: u32, feed: Feed },
     /// qspnclient's 14 arguments: IDENTITY GUEST HOST HOST_ADDR ELDERSHIPS POS1 E POS2 E CONN_POS E [ARCS] OP_ID PREV_OP_ID|null
+    #[command(name = "prepare-enter-net-phase-1")]
+    #[serde(rename = "prepare-enter-net-phase-1")]
     PrepareEnterNetPhase1 {
         #[command(flatten)]
         #[serde(flatten)]
@@ -287,6 +289,8 @@ pub enum Request {
         pseudo: Vec<PseudoArg>,
     },
     /// qspnclient's 13 arguments: IDENTITY GUEST HOST HOST_ADDR ELDERSHIPS POS1 E POS2 E CONN_POS E OP_ID PREV_OP_ID|null
+    #[command(name = "prepare-migrate-phase-1")]
+    #[serde(rename = "prepare-migrate-phase-1")]
     PrepareMigratePhase1 {
         #[command(flatten)]
         #[serde(flatten)]
@@ -299,6 +303,8 @@ pub enum Request {
         pseudo: Vec<PseudoArg>,
     },
     /// Duplicate IDENTITY and enter the other network; prints the new identity's index
+    #[command(name = "enter-net-phase-1")]
+    #[serde(rename = "enter-net-phase-1")]
     EnterNetPhase1 {
         identity: u32,
         op_id: u64,
@@ -308,6 +314,8 @@ pub enum Request {
         internal: Vec<MovedArg>,
     },
     /// Duplicate IDENTITY and migrate inside the network; prints the new identity's index
+    #[command(name = "migrate-phase-1")]
+    #[serde(rename = "migrate-phase-1")]
     MigratePhase1 {
         identity: u32,
         op_id: u64,
@@ -317,8 +325,12 @@ pub enum Request {
         internal: Vec<MovedArg>,
     },
     /// The awaited migration is done: the new identity's position becomes real
+    #[command(name = "enter-net-phase-2")]
+    #[serde(rename = "enter-net-phase-2")]
     EnterNetPhase2 { identity: u32, op_id: u64 },
     /// As enter-net-phase-2, for a migration
+    #[command(name = "migrate-phase-2")]
+    #[serde(rename = "migrate-phase-2")]
     MigratePhase2 { identity: u32, op_id: u64 },
     /// A neighbour identity duplicated: ARC now leads to its old identity (MAC, link-local);
     /// prints the new arc towards its new identity

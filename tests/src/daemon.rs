@@ -1,0 +1,159 @@
+//! A daemon under test: `ntkplane run` in a namespace that plays the system, private run
+//! and state directories, driven through the client; stopped (quit, then kill) on drop.
+use std::{
+    path::PathBuf,
+    process::{Child, Command, Output, Stdio},
+    time::{Duration, Instant},
+};
+
+use crate::lab::Ns;
+
+/// The `ntkplane` binary built by the same `cargo test --workspace` (target/<profile>/).
+pub fn bin() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    let p = exe.parent().unwrap().parent().unwrap().join("ntkplane");
+    assert!(
+        p.exists(),
+        "{} missing: run `cargo xtask test` (or `cargo build --bin ntkplane`)",
+        p.display()
+    );
+    p
+}
+
+/// One daemon instance with private run/state directories; killed on drop.
+pub struct Instance {
+    pub name: String,
+    pub run_dir: PathBuf,
+    pub state_dir: PathBuf,
+    pub netns: String,
+    pub child: Option<Child>,
+}
+
+impl Instance {
+    pub fn new(ns: &Ns) -> Instance {
+        let name = format!("{}d", ns.name);
+        let tmp = std::env::temp_dir();
+        Instance {
+            run_dir: tmp.join(format!("{name}-run")),
+            state_dir: tmp.join(format!("{name}-state")),
+            name,
+            netns: ns.name.clone(),
+            child: None,
+        }
+    }
+
+    pub fn cmd(&self) -> Command {
+        let mut c = Command::new(bin());
+        c.args(["--instance", &self.name, "--run-dir"])
+            .arg(&self.run_dir);
+        c
+    }
+
+    /// Starts the reference test daemon (β₁ `2.1.1.1`, one NIC `eth1`).
+    pub fn start(&mut self) {
+        self.start_with(&[
+            "--topology",
+            "4.2.2.2",
+            "--address",
+            "2.1.1.1",
+            "--interface",
+            "eth1=169.254.96.141",
+            "--serve-anonymous",
+        ]);
+    }
+
+    /// Starts `ntkplane run` with these options (plus namespace, state and rt_tables dirs).
+    pub fn start_with(&mut self, opts: &[&str]) {
+        let child = self
+            .cmd()
+            .args(["run", "--netns", &self.netns])
+            .args(opts)
+            .args(["--rt-tables-dir", "none"])
+            .arg("--state-dir")
+            .arg(&self.state_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.child = Some(child);
+        let t0 = Instant::now();
+        while self.client(&["status"]).0 != 0 {
+            assert!(
+                t0.elapsed() < Duration::from_secs(10),
+                "daemon did not come up"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub fn client(&self, args: &[&str]) -> (i32, String, String) {
+        let out: Output = self.cmd().args(args).output().unwrap();
+        (
+            out.status.code().unwrap_or(-1),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    }
+
+    pub fn ok(&self, args: &[&str]) -> String {
+        let (code, out, err) = self.client(args);
+        assert_eq!(code, 0, "{args:?}: {err}");
+        out
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.state_dir.join(&self.name).join("state.json")
+    }
+
+    pub fn pins(&self) -> PathBuf {
+        PathBuf::from("/sys/fs/bpf/ntkplane").join(&self.name)
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn wait_exit(&mut self) -> bool {
+        if let Some(mut c) = self.child.take() {
+            let t0 = Instant::now();
+            while t0.elapsed() < Duration::from_secs(10) {
+                if let Ok(Some(st)) = c.try_wait() {
+                    return st.success();
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            let _ = c.kill();
+        }
+        false
+    }
+}
+
+impl Drop for Instance {
+    fn drop(&mut self) {
+        if self.child.is_some() {
+            let _ = self.client(&["quit"]);
+            self.kill9();
+        }
+        let _ = std::fs::remove_dir_all(self.pins());
+        let _ = std::fs::remove_dir_all(&self.run_dir);
+        let _ = std::fs::remove_dir_all(&self.state_dir);
+    }
+}
+
+impl Instance {
+    /// A command's JSON reply (`--json`); panics when the command fails.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let mut a = vec!["--json"];
+        a.extend_from_slice(args);
+        let out = self.ok(&a);
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{args:?}: {e}: {out}"))
+    }
+
+    /// The kernel name of one of this daemon's identity namespaces (`migr01` → `<instance>-migr01`).
+    pub fn identity_netns(&self, label: &str) -> String {
+        format!("{}-{label}", self.name)
+    }
+}

@@ -1,0 +1,460 @@
+//! Scenario S1 (scenarios.md §4, migration for entry, case 1: `entr05` + `migr01`) driven
+//! through real daemons — α, β, γ, ε, each in its own namespace on one L2 segment — with the
+//! client, as an operator would. After each checkpoint the kernel of every system (and of
+//! β's identity namespace) is read back with `ip -j` and `bpftool` and compared route by
+//! route with the spec's listings. The facts QSPN would have produced (neighbour addresses,
+//! paths) are fed from the reference network with `ntkplane etp`.
+//!
+//! Also: `kill -9` of β's daemon in the middle of the migration (identity namespace alive,
+//! outer arc not yet removed): the pinned classifier keeps counting γ's packets while no
+//! daemon runs, a restarted daemon converges with no duplicate or leftover object; `quit`
+//! leaves every system namespace as before `run`, identity namespaces and pins gone.
+use std::{collections::BTreeMap, path::PathBuf};
+
+use ntkplane::{
+    fwd::{network::Network, seed, Route},
+    lab::{
+        feed::feed_for,
+        listing::{section, SCENARIO_LISTINGS},
+    },
+    mac::MacAddr,
+    plan::KRoute,
+};
+use ntkplane_integration::{
+    daemon::Instance,
+    lab::{require_root, Ns, Segment},
+    readback::{full_dump, ntk_rules_in, ntk_tables_in, pinned_marks, sh_in, table_in},
+};
+use serde_json::Value;
+
+struct Sys {
+    ns: Ns,
+    d: Instance,
+    before: String,
+}
+
+impl Sys {
+    fn new(seg: &Segment, tag: &str, mac: &str) -> Sys {
+        let ns = Ns::new(tag);
+        seg.plug(&ns, "eth1", mac);
+        let before = full_dump(&ns);
+        let d = Instance::new(&ns);
+        Sys { ns, d, before }
+    }
+
+    fn start(&mut self, address: &str, ll: &str) {
+        let iface = format!("eth1={ll}");
+        self.d.start_with(&[
+            "--topology",
+            "4.2.2.2",
+            "--address",
+            address,
+            "--interface",
+            &iface,
+            "--serve-anonymous",
+        ]);
+    }
+
+    fn run(&self, args: &[&str]) -> Value {
+        self.d.json(args)
+    }
+
+    /// The namespace of identity-namespace `label` (`None`: the system's).
+    fn netns(&self, label: Option<&str>) -> String {
+        label.map_or_else(|| self.ns.name.clone(), |l| self.d.identity_netns(l))
+    }
+
+    fn pins(&self, label: Option<&str>) -> PathBuf {
+        self.d.pins().join(label.unwrap_or("default"))
+    }
+
+    /// The daemon's arc index towards `mac` for identity `idx`.
+    fn arc_to(&self, idx: u32, mac: &str) -> Option<u32> {
+        let arcs = self.run(&["show-arcs", &idx.to_string()]);
+        let want: MacAddr = mac.parse().unwrap();
+        arcs.as_object().unwrap().iter().find_map(|(k, a)| {
+            (a["peer_mac"].as_str()?.parse::<MacAddr>().ok()? == want).then(|| k.parse().unwrap())
+        })
+    }
+
+    /// Feeds identity `idx` what QSPN would know as `name` in `net`.
+    fn feed(&self, net: &Network, name: &str, idx: u32) {
+        let arcs = self.run(&["show-arcs", &idx.to_string()]);
+        let by_mac: BTreeMap<MacAddr, u32> = arcs
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, a)| {
+                (
+                    a["peer_mac"].as_str().unwrap().parse().unwrap(),
+                    k.parse().unwrap(),
+                )
+            })
+            .collect();
+        let f = feed_for(net, name, |m| by_mac.get(&m).copied()).unwrap();
+        self.run(&["etp", &idx.to_string(), &serde_json::to_string(&f).unwrap()]);
+    }
+}
+
+fn kroute(r: &Route) -> KRoute {
+    match r {
+        Route::Unreachable => KRoute::Unreachable,
+        Route::Blackhole => KRoute::Blackhole,
+        Route::Via { gw, dev, src } => KRoute::Via {
+            gw: *gw,
+            dev: dev.clone(),
+            src: *src,
+        },
+    }
+}
+
+/// The kernel of `netns` against listing `name`: the same tables (no more, no fewer), every
+/// route one of the listed values, a fwmark rule for every forwarding table, and the marks.
+fn check(netns: &str, pins: &std::path::Path, name: &str, marks: &[(&str, u32)]) {
+    let want = section(SCENARIO_LISTINGS, name);
+    let mut errors = Vec::new();
+    let got_tables = ntk_tables_in(netns);
+    let want_tables: std::collections::BTreeSet<u32> = want.keys().copied().collect();
+    if got_tables != want_tables {
+        errors.push(format!("tables {got_tables:?}, spec {want_tables:?}"));
+    }
+    for (id, t) in &want {
+        let got = table_in(netns, *id);
+        for (p, alts) in &t.routes {
+            let alts: Vec<KRoute> = alts.iter().map(kroute).collect();
+            match got.get(p) {
+                None => errors.push(format!("table {id}: {p} missing")),
+                Some(r) if !alts.contains(r) => {
+                    errors.push(format!("table {id}: {p} is {r:?}, spec {alts:?}"))
+                }
+                _ => {}
+            }
+        }
+        for p in got.keys().filter(|p| !t.routes.contains_key(p)) {
+            errors.push(format!("table {id}: {p} not in the spec"));
+        }
+    }
+    let rules = ntk_rules_in(netns);
+    for id in want.keys().filter(|id| **id != 251) {
+        if !rules
+            .iter()
+            .any(|(_, m, t)| t == &id.to_string() && m.is_some())
+        {
+            errors.push(format!("no fwmark rule for table {id}: {rules:?}"));
+        }
+    }
+    let got_marks = pinned_marks(pins);
+    let want_marks: BTreeMap<String, u32> =
+        marks.iter().map(|(m, v)| (m.to_string(), *v)).collect();
+    if got_marks != want_marks {
+        errors.push(format!("marks {got_marks:?}, spec {want_marks:?}"));
+    }
+    assert!(
+        errors.is_empty(),
+        "{name} ({netns}):\n  {}",
+        errors.join("\n  ")
+    );
+}
+
+fn netns_exists(name: &str) -> bool {
+    std::path::Path::new("/run/netns").join(name).exists()
+}
+
+const A: &str = "00:16:3E:FD:E2:AA";
+const B: &str = "00:16:3E:EC:A3:E1";
+const B1_MIGR01: &str = "00:16:3E:EE:AF:D1";
+const G: &str = "00:16:3E:5B:78:D5";
+const D: &str = "00:16:3E:1A:C4:45";
+const E: &str = "00:16:3E:3C:14:33";
+
+#[test]
+fn s1_entry_case_1_with_a_pending_migration() {
+    require_root();
+    let seg = Segment::new();
+    let mut alpha = Sys::new(&seg, "a", A);
+    let mut beta = Sys::new(&seg, "b", B);
+    let mut gamma = Sys::new(&seg, "g", G);
+    let mut eps = Sys::new(&seg, "e", E);
+    alpha.start("2.0.1.0", "169.254.69.30");
+    beta.start("2.1.1.1", "169.254.96.141");
+    gamma.start("2.1.1.0", "169.254.94.223");
+    eps.start("3.1.0.0", "169.254.163.36");
+
+    // S0: G_γ (α, β, γ; δ and μ are in the network but run no daemon here), ε alone.
+    alpha.run(&["add-identity-arc", "0", "eth1", B, "169.254.96.141"]);
+    beta.run(&["add-identity-arc", "0", "eth1", G, "169.254.94.223"]);
+    beta.run(&["add-identity-arc", "0", "eth1", A, "169.254.69.30"]);
+    gamma.run(&["add-identity-arc", "0", "eth1", B, "169.254.96.141"]);
+    gamma.run(&["add-identity-arc", "0", "eth1", D, "169.254.253.216"]);
+    alpha.run(&["add-qspn-arc", "0", "eth1", B]);
+    beta.run(&["add-qspn-arc", "0", "eth1", G]);
+    beta.run(&["add-qspn-arc", "0", "eth1", A]);
+    gamma.run(&["add-qspn-arc", "0", "eth1", B]);
+    gamma.run(&["add-qspn-arc", "0", "eth1", D]);
+    let s0 = seed::s0();
+    alpha.feed(&s0, "alpha1", 0);
+    beta.feed(&s0, "beta1", 0);
+    gamma.feed(&s0, "gamma0", 0);
+    check(
+        &alpha.netns(None),
+        &alpha.pins(None),
+        "S0 alpha",
+        &[(B, 250)],
+    );
+    check(
+        &beta.netns(None),
+        &beta.pins(None),
+        "S0 beta",
+        &[(G, 250), (A, 249)],
+    );
+    check(
+        &gamma.netns(None),
+        &gamma.pins(None),
+        "S0 gamma",
+        &[(B, 250), (D, 249)],
+    );
+    check(&eps.netns(None), &eps.pins(None), "S0 eps", &[]);
+
+    // ε meets β; ε enters G_γ at 2·1·1·2 waiting for migration 262359.
+    assert_eq!(
+        eps.run(&["add-identity-arc", "0", "eth1", B, "169.254.96.141"])["arc"],
+        0
+    );
+    let b_to_e = beta.run(&["add-identity-arc", "0", "eth1", E, "169.254.163.36"])["arc"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    let prep = eps.run(&[
+        "prepare-enter-net-phase-1",
+        "0",
+        "0",
+        "1",
+        "2.1.1",
+        "0.0.0",
+        "2",
+        "3",
+        "1",
+        "4",
+        "2",
+        "1",
+        "[0]",
+        "4958850",
+        "262359",
+        "--pseudo",
+        "eth1=02:00:00:E5:00:05@169.254.133.31",
+    ]);
+    assert_eq!(prep["pseudo"]["eth1"][1], "169.254.133.31");
+    assert_eq!(
+        eps.run(&["enter-net-phase-1", "0", "4958850"])["identity"],
+        1
+    );
+    // β saw ε's old identity move to entr01's pseudo-interface, then its dismissal.
+    let b_to_e1 = beta.run(&[
+        "neighbour-migrated",
+        "0",
+        &b_to_e,
+        "02:00:00:E5:00:05",
+        "169.254.133.31",
+    ])["arc"]
+        .as_u64()
+        .unwrap()
+        .to_string();
+    beta.run(&["remove-arc", "0", &b_to_e]);
+
+    // S1-A: entr01 created and removed inside the command; ntk and 250 all unreachable.
+    assert!(
+        !netns_exists(&eps.d.identity_netns("entr01")),
+        "entr01 must be gone (E13)"
+    );
+    let e = eps.netns(None);
+    for t in [251, 250] {
+        let routes = table_in(&e, t);
+        assert_eq!(routes.len(), 23, "S1-A table {t}");
+        assert!(
+            routes.values().all(|r| *r == KRoute::Unreachable),
+            "S1-A table {t}"
+        );
+    }
+    assert_eq!(ntk_rules_in(&e).len(), 1, "S1-A: only `lookup 251`");
+    assert_eq!(
+        pinned_marks(&eps.pins(None)),
+        BTreeMap::from([(B.to_string(), 250)])
+    );
+    assert!(
+        !sh_in(&e, "ip -4 -o addr show dev eth1").contains("10.0.0."),
+        "no own IP yet"
+    );
+    assert!(
+        sh_in(&e, "nft list ruleset").is_empty() || !sh_in(&e, "nft list ruleset").contains("snat")
+    );
+
+    // S1-B: β adds ε₁ as a qspn arc; first ETPs both ways.
+    assert_eq!(beta.run(&["add-qspn-arc", "0", "eth1", E])["table"], 248);
+    let _ = b_to_e1;
+    let s1b = seed::s1_b();
+    alpha.feed(&s1b, "alpha1", 0);
+    beta.feed(&s1b, "beta1", 0);
+    gamma.feed(&s1b, "gamma0", 0);
+    eps.feed(&s1b, "eps1", 1);
+    check(&eps.netns(None), &eps.pins(None), "S1-B eps", &[(B, 250)]);
+    check(
+        &beta.netns(None),
+        &beta.pins(None),
+        "S1-B beta",
+        &[(G, 250), (A, 249), (E, 248)],
+    );
+
+    // β migrates as a single node: 2·1·1·1 → 2·0·1·2 → 2·0·1·1, old identity in migr01.
+    beta.run(&[
+        "prepare-migrate-phase-1",
+        "0",
+        "0",
+        "1",
+        "2.0.1",
+        "0.2.0",
+        "2",
+        "3",
+        "1",
+        "4",
+        "3",
+        "3",
+        "262359",
+        "null",
+        "--pseudo",
+        &format!("eth1={B1_MIGR01}@169.254.27.218"),
+    ]);
+    assert_eq!(beta.run(&["migrate-phase-1", "0", "262359"])["identity"], 1);
+    assert!(netns_exists(&beta.d.identity_netns("migr01")));
+    // α, γ, ε: only the neighbour migrated (re-key to β₁'s new MAC, same id); then the
+    // qspn arcs towards β₂, which inherited the MAC …EC:A3:E1.
+    for (sys, idx) in [(&alpha, 0), (&gamma, 0), (&eps, 1)] {
+        let i = idx.to_string();
+        let arc = sys.arc_to(idx, B).unwrap().to_string();
+        sys.run(&["neighbour-migrated", &i, &arc, B1_MIGR01, "169.254.27.218"]);
+        sys.run(&["add-qspn-arc", &i, "eth1", B]);
+    }
+    eps.run(&["enter-net-phase-2", "0", "4958850"]);
+
+    // kill -9 in the middle of the migration (before the outer-arc removal): the pinned
+    // classifier keeps counting γ's packets; a restart converges to the persisted state.
+    let s1c = seed::s1_c();
+    beta.feed(&s1c, "beta2", 1);
+    beta.feed(&s1c, "beta1", 0);
+    gamma.feed(&s1c, "gamma0", 0);
+    let dump = |s: &Sys, l: Option<&str>| {
+        let n = s.netns(l);
+        [
+            "ip -4 -j addr show",
+            "ip -4 -j route show table all",
+            "ip -4 -j rule show",
+            "nft -j list ruleset",
+        ]
+        .iter()
+        .map(|c| sh_in(&n, c))
+        .collect::<String>()
+    };
+    let (def_before, m1_before) = (dump(&beta, None), dump(&beta, Some("migr01")));
+    let counted = |s: &Sys| -> u64 {
+        let t = s.run(&["show-tables"]);
+        t.as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["netns"] == "default" && r["name"] == format!("ntk_from_{G}"))
+            .map(|r| r["packets"].as_u64().unwrap_or(0))
+            .sum()
+    };
+    let before_kill = counted(&beta);
+    beta.d.kill9();
+    let ping = gamma.ns.try_sh("ping -c 5 -i 0.05 -W 1 169.254.96.141");
+    assert!(
+        ping.status.success(),
+        "γ → β₂ link-local while β's daemon is down"
+    );
+    beta.start("2.1.1.1", "169.254.96.141"); // the persisted state wins over the options
+    let after = counted(&beta);
+    assert!(
+        after >= before_kill + 5,
+        "classifier stopped while the daemon was down: {before_kill} → {after}"
+    );
+    assert_eq!(
+        dump(&beta, None),
+        def_before,
+        "restart changed the default namespace"
+    );
+    assert_eq!(
+        dump(&beta, Some("migr01")),
+        m1_before,
+        "restart changed migr01"
+    );
+    let ids = beta.run(&["show-identities"]);
+    assert_eq!(ids.as_array().unwrap().len(), 2);
+
+    // presence_notified: β₁ (2·1·1·3, to-level 2) drops its outer arc to α₁; α is told.
+    assert_eq!(
+        beta.run(&["remove-outer-arcs", "0"])["removed_arcs"],
+        serde_json::json!([1])
+    );
+    let a_to_b1 = alpha.arc_to(0, B1_MIGR01).unwrap().to_string();
+    alpha.run(&["remove-arc", "0", &a_to_b1]);
+
+    // S1-C: quiescent.
+    alpha.feed(&s1c, "alpha1", 0);
+    beta.feed(&s1c, "beta2", 1);
+    beta.feed(&s1c, "beta1", 0);
+    gamma.feed(&s1c, "gamma0", 0);
+    eps.feed(&s1c, "eps1", 1);
+    check(
+        &eps.netns(None),
+        &eps.pins(None),
+        "S1-C eps",
+        &[(B1_MIGR01, 250), (B, 249)],
+    );
+    check(
+        &beta.netns(None),
+        &beta.pins(None),
+        "S1-C beta default",
+        &[(G, 250), (A, 249), (E, 248)],
+    );
+    check(
+        &beta.netns(Some("migr01")),
+        &beta.pins(Some("migr01")),
+        "S1-C beta migr01",
+        &[(G, 250), (E, 248)],
+    );
+    check(
+        &gamma.netns(None),
+        &gamma.pins(None),
+        "S1-C gamma",
+        &[(B1_MIGR01, 250), (D, 249), (B, 248)],
+    );
+    check(
+        &alpha.netns(None),
+        &alpha.pins(None),
+        "S1-C alpha",
+        &[(B, 249)],
+    );
+    let m1 = beta.netns(Some("migr01"));
+    assert!(sh_in(&m1, "ip -d link show migr01_eth1").contains("macvlan mode vepa"));
+    assert!(sh_in(&m1, "ip link show migr01_eth1")
+        .to_uppercase()
+        .contains(B1_MIGR01));
+    assert_eq!(
+        sh_in(&m1, "sysctl -n net.ipv4.conf.migr01_eth1.arp_ignore").trim(),
+        "1"
+    );
+    assert_eq!(sh_in(&m1, "sysctl -n net.ipv4.ip_forward").trim(), "1");
+    let c = beta.run(&["check-connectivity", "0"]);
+    assert!(c["message"].as_str().unwrap().contains("removed"), "{c}");
+
+    // quit: every system namespace as before `run`, identity namespaces and pins gone.
+    for s in [&mut alpha, &mut beta, &mut gamma, &mut eps] {
+        s.d.ok(&["quit"]);
+        assert!(s.d.wait_exit(), "daemon did not exit cleanly");
+        assert_eq!(full_dump(&s.ns), s.before, "{}: not restored", s.ns.name);
+        assert!(!s.d.pins().exists(), "{} pins left", s.d.name);
+    }
+    assert!(
+        !netns_exists(&beta.d.identity_netns("migr01")),
+        "migr01 left behind"
+    );
+}
