@@ -1,14 +1,15 @@
-//! Scenario S1 (scenarios.md §4, migration for entry, case 1: `entr05` + `migr01`) driven
-//! through real daemons — α, β, γ, ε, each in its own namespace on one L2 segment — with the
-//! client, as an operator would. After each checkpoint the kernel of every system (and of
-//! β's identity namespace) is read back with `ip -j` and `bpftool` and compared route by
+//! Scenarios S1 and S2 (scenarios.md §4 and §5: migration for entry, cases 1 and 2) driven
+//! through real daemons — α, β, γ, ε, then λ (gateway of a level-1 subnet), each in its own
+//! namespace on one L2 segment — with the client, as an operator would. After each
+//! checkpoint the kernel of every system (and of the identity namespaces) is read back with `ip -j` and `bpftool` and compared route by
 //! route with the spec's listings. The facts QSPN would have produced (neighbour addresses,
 //! paths) are fed from the reference network with `ntkplane etp`.
 //!
 //! Also: `kill -9` of β's daemon in the middle of the migration (identity namespace alive,
 //! outer arc not yet removed): the pinned classifier keeps counting γ's packets while no
 //! daemon runs, a restarted daemon converges with no duplicate or leftover object; `quit`
-//! leaves every system namespace as before `run`, identity namespaces and pins gone.
+//! leaves every system namespace as before `run`, identity namespaces and pins gone. The
+//! chained dismissal of S3 (β₃ in migr01 and β₁ in migr02) closes the story.
 use std::{collections::BTreeMap, path::PathBuf};
 
 use ntkplane::{
@@ -43,8 +44,12 @@ impl Sys {
     }
 
     fn start(&mut self, address: &str, ll: &str) {
+        self.start_opts(address, ll, &[]);
+    }
+
+    fn start_opts(&mut self, address: &str, ll: &str, extra: &[&str]) {
         let iface = format!("eth1={ll}");
-        self.d.start_with(&[
+        let mut opts = vec![
             "--topology",
             "4.2.2.2",
             "--address",
@@ -52,7 +57,15 @@ impl Sys {
             "--interface",
             &iface,
             "--serve-anonymous",
-        ]);
+        ];
+        opts.extend_from_slice(extra);
+        self.d.start_with(&opts);
+    }
+
+    fn arc(&self, idx: u32, mac: &str) -> String {
+        self.arc_to(idx, mac)
+            .unwrap_or_else(|| panic!("{}: identity {idx} has no arc to {mac}", self.ns.name))
+            .to_string()
     }
 
     fn run(&self, args: &[&str]) -> Value {
@@ -166,9 +179,13 @@ const B1_MIGR01: &str = "00:16:3E:EE:AF:D1";
 const G: &str = "00:16:3E:5B:78:D5";
 const D: &str = "00:16:3E:1A:C4:45";
 const E: &str = "00:16:3E:3C:14:33";
+const L: &str = "00:16:3E:06:3E:90";
+const E1_MIGR02: &str = "00:16:3E:3B:9F:45";
+const B1_MIGR02: &str = "00:16:3E:BD:34:98";
+const G0_MIGR02: &str = "00:16:3E:AF:4C:2A";
 
 #[test]
-fn s1_entry_case_1_with_a_pending_migration() {
+fn s1_then_s2_entries_and_migrations() {
     require_root();
     let seg = Segment::new();
     let mut alpha = Sys::new(&seg, "a", A);
@@ -446,8 +463,220 @@ fn s1_entry_case_1_with_a_pending_migration() {
     let c = beta.run(&["check-connectivity", "0"]);
     assert!(c["message"].as_str().unwrap().contains("removed"), "{c}");
 
+    // ---- S2 (scenarios.md §5): λ (gateway of a level-1 subnet) enters with its g-node
+    // (case 2, `entr`), the level-1 g-node {ε₁, β₁, γ₀} migrates 2·1·1· → 2·0·2· → 2·0·0·.
+    let mut lambda = Sys::new(&seg, "l", L);
+    lambda.start_opts("1.1.0.0", "169.254.109.22", &["--subnet-level", "1"]);
+    assert!(sh_in(&lambda.netns(None), "nft list table ip ntkplane").contains("dnat ip prefix to"));
+    lambda.run(&["add-identity-arc", "0", "eth1", E, "169.254.163.36"]);
+    eps.run(&["add-identity-arc", "1", "eth1", L, "169.254.109.22"]);
+    lambda.run(&[
+        "prepare-enter-net-phase-1",
+        "0",
+        "1",
+        "2",
+        "2.1",
+        "0.0",
+        "2",
+        "3",
+        "1",
+        "4",
+        "2",
+        "1",
+        "[0]",
+        "7730381",
+        "5211907",
+        "--pseudo",
+        "eth1=02:00:00:1A:00:06@169.254.6.6",
+    ]);
+    assert_eq!(
+        lambda.run(&["enter-net-phase-1", "0", "7730381"])["identity"],
+        1
+    );
+    let e_to_l = eps.arc(1, L);
+    eps.run(&[
+        "neighbour-migrated",
+        "1",
+        &e_to_l,
+        "02:00:00:1A:00:06",
+        "169.254.6.6",
+    ]);
+    eps.run(&["remove-arc", "1", &e_to_l]);
+    // S2-B: internal level 1 kept (.40), every other own address, SNAT and NETMAP gone.
+    let l = lambda.netns(None);
+    let addrs = sh_in(&l, "ip -4 -o addr show dev eth1");
+    assert!(
+        addrs.contains("10.0.0.40/32") && addrs.matches("10.0.0.").count() == 1,
+        "{addrs}"
+    );
+    assert!(
+        !sh_in(&l, "nft list ruleset").contains("ntkplane"),
+        "S2-B: no NAT at all"
+    );
+    for t in [251, 250] {
+        let routes = table_in(&l, t);
+        assert_eq!(routes.len(), 17, "S2-B table {t}");
+        assert!(routes.values().all(|r| *r == KRoute::Unreachable));
+    }
+    assert_eq!(
+        pinned_marks(&lambda.pins(None)),
+        BTreeMap::from([(E.to_string(), 250)])
+    );
+    assert!(!netns_exists(&lambda.d.identity_netns("entr01")));
+
+    assert_eq!(eps.run(&["add-qspn-arc", "1", "eth1", L])["table"], 248);
+    for (sys, idx, mac, ll) in [
+        (&eps, "1", E1_MIGR02, "169.254.241.153"),
+        (&beta, "0", B1_MIGR02, "169.254.42.4"),
+        (&gamma, "0", G0_MIGR02, "169.254.24.198"),
+    ] {
+        sys.run(&[
+            "prepare-migrate-phase-1",
+            idx,
+            "1",
+            "2",
+            "2.0",
+            "0.2",
+            "2",
+            "3",
+            "0",
+            "4",
+            "3",
+            "3",
+            "5211907",
+            "null",
+            "--pseudo",
+            &format!("eth1={mac}@{ll}"),
+        ]);
+    }
+    // Internal arcs: the peers' old identities answer on their migr02 pseudo-interfaces.
+    let moved = |arc: String, mac: &str, ll: &str| format!("{arc}={mac}@{ll}");
+    let e_b = moved(eps.arc(1, B1_MIGR01), B1_MIGR02, "169.254.42.4");
+    assert_eq!(
+        eps.run(&["migrate-phase-1", "1", "5211907", "--internal", &e_b])["identity"],
+        2
+    );
+    let b_e = moved(beta.arc(0, E), E1_MIGR02, "169.254.241.153");
+    let b_g = moved(beta.arc(0, G), G0_MIGR02, "169.254.24.198");
+    let r = beta.run(&[
+        "migrate-phase-1",
+        "0",
+        "5211907",
+        "--internal",
+        &b_e,
+        "--internal",
+        &b_g,
+    ]);
+    assert_eq!(r["identity"], 2);
+    let g_b = moved(gamma.arc(0, B1_MIGR01), B1_MIGR02, "169.254.42.4");
+    assert_eq!(
+        gamma.run(&["migrate-phase-1", "0", "5211907", "--internal", &g_b])["identity"],
+        1
+    );
+    // Outside the moving g-node: β₂ (towards γ₀ and ε₁) and λ₁ (towards ε₁).
+    for (sys, idx, peer, mac, ll) in [
+        (&beta, 1, G, G0_MIGR02, "169.254.24.198"),
+        (&beta, 1, E, E1_MIGR02, "169.254.241.153"),
+        (&lambda, 1, E, E1_MIGR02, "169.254.241.153"),
+    ] {
+        let i = idx.to_string();
+        sys.run(&["neighbour-migrated", &i, &sys.arc(idx, peer), mac, ll]);
+        sys.run(&["add-qspn-arc", &i, "eth1", peer]);
+    }
+    lambda.run(&["enter-net-phase-2", "0", "7730381"]);
+    // presence_notified: ε₁ and γ₀ (migr02, to-level 2) drop their arcs to β₂; β₂ is told.
+    assert_eq!(
+        eps.run(&["remove-outer-arcs", "1"])["removed_arcs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    assert_eq!(
+        gamma.run(&["remove-outer-arcs", "0"])["removed_arcs"]
+            .as_array()
+            .unwrap()
+            .len(),
+        1
+    );
+    for mac in [E1_MIGR02, G0_MIGR02] {
+        beta.run(&["remove-arc", "1", &beta.arc(1, mac)]);
+    }
+
+    // S2-C / S2-D, quiescent.
+    let s2 = seed::s2_final();
+    alpha.feed(&s2, "alpha1", 0);
+    for (sys, name, idx) in [
+        (&beta, "beta2", 1),
+        (&beta, "beta3", 2),
+        (&beta, "beta1", 0),
+        (&gamma, "gamma1", 1),
+        (&gamma, "gamma0", 0),
+        (&eps, "eps2", 2),
+        (&eps, "eps1", 1),
+        (&lambda, "lambda1", 1),
+    ] {
+        sys.feed(&s2, name, idx);
+    }
+    check(
+        &eps.netns(None),
+        &eps.pins(None),
+        "S2-C eps default",
+        &[(B1_MIGR01, 250), (B, 249), (L, 248)],
+    );
+    check(
+        &eps.netns(Some("migr02")),
+        &eps.pins(Some("migr02")),
+        "S2-C eps migr02",
+        &[(B1_MIGR02, 247), (L, 248)],
+    );
+    check(
+        &lambda.netns(None),
+        &lambda.pins(None),
+        "S2-D lambda",
+        &[(E1_MIGR02, 250), (E, 249)],
+    );
+    let addrs = sh_in(&l, "ip -4 -o addr show dev eth1");
+    for a in [".40/", ".50/", ".62/", ".22/", ".86/"] {
+        assert!(
+            addrs.contains(&format!("10.0.0{a}")),
+            "S2-D λ address {a}: {addrs}"
+        );
+    }
+    let nat = sh_in(&l, "nft list table ip ntkplane");
+    assert!(
+        nat.contains("snat to 10.0.0.22") && nat.contains("10.0.0.50/31"),
+        "{nat}"
+    );
+    assert!(
+        !nat.contains("10.0.0.48/31 :"),
+        "NETMAP of the old address left: {nat}"
+    );
+    let m2 = eps.netns(Some("migr02"));
+    assert!(sh_in(&m2, "ip route show table main").contains("169.254.42.4 dev migr02_eth1"));
+    assert!(
+        !sh_in(&m2, "ip route show table main").contains("169.254.96.141"),
+        "outer arc's route left"
+    );
+    let ids = beta.run(&["show-identities"]);
+    let nss: Vec<&str> = ids
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["netns"].as_str().unwrap())
+        .collect();
+    assert_eq!(nss.len(), 3, "β: β₂ default, β₃ migr01, β₁ migr02: {nss:?}");
+
+    // Dismissal (S3 outline): β₃ in migr01 was copied from β₁ in migr02: both go.
+    let gone = beta.run(&["remove-identity", "2"]);
+    assert_eq!(gone["removed_identities"], serde_json::json!([2, 0]));
+    assert!(
+        !netns_exists(&beta.d.identity_netns("migr01"))
+            && !netns_exists(&beta.d.identity_netns("migr02"))
+    );
+
     // quit: every system namespace as before `run`, identity namespaces and pins gone.
-    for s in [&mut alpha, &mut beta, &mut gamma, &mut eps] {
+    for s in [&mut alpha, &mut beta, &mut gamma, &mut eps, &mut lambda] {
         s.d.ok(&["quit"]);
         assert!(s.d.wait_exit(), "daemon did not exit cleanly");
         assert_eq!(full_dump(&s.ns), s.before, "{}: not restored", s.ns.name);
