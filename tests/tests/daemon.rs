@@ -132,6 +132,113 @@ fn commands_bad_input_crash_restart_and_quit() {
             "no such arc",
         ),
         (vec!["remove-arc", "0", "4"], "identity 0 has no arc 4"),
+        // The lifecycle, out of order or with unknown ids.
+        (
+            vec!["enter-net-phase-1", "0", "4958850"],
+            "no prepared operation 4958850",
+        ),
+        (
+            vec!["migrate-phase-2", "0", "262359"],
+            "no prepared operation 262359",
+        ),
+        (
+            vec![
+                "prepare-migrate-phase-1",
+                "0",
+                "0",
+                "1",
+                "2.0",
+                "0.2.0",
+                "2",
+                "3",
+                "1",
+                "4",
+                "3",
+                "3",
+                "262359",
+                "null",
+            ],
+            "host address has 2 positions, levels l-1..h need 3",
+        ),
+        (
+            vec![
+                "prepare-migrate-phase-1",
+                "0",
+                "0",
+                "1",
+                "2.0.1",
+                "0.2.0",
+                "2",
+                "3",
+                "1",
+                "4",
+                "1",
+                "3",
+                "262359",
+                "null",
+            ],
+            "connectivity position (must be virtual): position 1 is not valid at level 0",
+        ),
+        (
+            vec![
+                "prepare-enter-net-phase-1",
+                "5",
+                "0",
+                "1",
+                "2.0.1",
+                "0.0.0",
+                "2",
+                "3",
+                "1",
+                "4",
+                "2",
+                "1",
+                "[0]",
+                "11",
+                "null",
+            ],
+            "no identity with index 5",
+        ),
+        (
+            vec![
+                "prepare-enter-net-phase-1",
+                "0",
+                "0",
+                "1",
+                "2.0.1",
+                "0.0.0",
+                "2",
+                "3",
+                "1",
+                "4",
+                "2",
+                "1",
+                "[7]",
+                "11",
+                "null",
+            ],
+            "identity 0 has no arc 7",
+        ),
+        (
+            vec!["remove-identity", "0"],
+            "identity 0 is the main identity",
+        ),
+        (
+            vec!["remove-outer-arcs", "0"],
+            "identity 0 is not a connectivity identity",
+        ),
+        (vec!["check-connectivity", "3"], "no identity with index 3"),
+        (
+            vec![
+                "neighbour-migrated",
+                "0",
+                "9",
+                "02:00:00:00:00:09",
+                "169.254.1.1",
+            ],
+            "identity 0 has no arc 9",
+        ),
+        (vec!["etp", "0", "{not json"], "feed:"),
     ] {
         let (code, _, err) = d.client(&args);
         assert_ne!(code, 0, "{args:?} was accepted");
@@ -172,6 +279,71 @@ fn commands_bad_input_crash_restart_and_quit() {
         state,
         "a refused command changed the state"
     );
+
+    // A prepared entry (no kernel effect) refuses a phase 2 before its phase 1, a phase 1 of
+    // the other kind, and a second preparation under the same id.
+    d.ok(&[
+        "prepare-enter-net-phase-1",
+        "0",
+        "0",
+        "1",
+        "2.0.1",
+        "0.0.0",
+        "2",
+        "3",
+        "1",
+        "4",
+        "2",
+        "1",
+        "[]",
+        "11",
+        "12",
+    ]);
+    let state = std::fs::read_to_string(d.state_file()).unwrap();
+    for (args, msg) in [
+        (
+            vec!["enter-net-phase-2", "0", "11"],
+            "no identity is waiting for phase 2 of operation 11",
+        ),
+        (
+            vec!["migrate-phase-1", "0", "11"],
+            "operation 11 was prepared as enter_net, not migrate",
+        ),
+        (
+            vec!["enter-net-phase-1", "3", "11"],
+            "operation 11 was prepared for identity 0, not 3",
+        ),
+        (
+            vec![
+                "prepare-enter-net-phase-1",
+                "0",
+                "0",
+                "1",
+                "2.0.1",
+                "0.0.0",
+                "2",
+                "3",
+                "1",
+                "4",
+                "2",
+                "1",
+                "[]",
+                "11",
+                "null",
+            ],
+            "operation 11 is already prepared",
+        ),
+    ] {
+        let (code, _, err) = d.client(&args);
+        assert_ne!(code, 0, "{args:?} was accepted");
+        assert!(err.contains(msg), "{args:?}: '{err}' does not name '{msg}'");
+    }
+    assert_eq!(
+        full_dump(&sys),
+        dump,
+        "prepare or a refused phase changed the kernel"
+    );
+    assert_eq!(std::fs::read_to_string(d.state_file()).unwrap(), state);
 
     // A second daemon on the same instance is refused.
     let (code, _, err) = {
