@@ -34,6 +34,24 @@ pub fn run_all(quick: bool) -> Result<()> {
     }
     cmd.arg("--json").arg(out.join("routes.json"));
     run(&mut cmd)?;
+
+    step("classifier per-packet cost: BPF_PROG_TEST_RUN at 1…4096 neighbour MACs");
+    let mut cmd = clean_cargo();
+    cmd.current_dir(root()).args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "ntkplane-integration",
+        "--bin",
+        "bench-classify",
+        "--",
+    ]);
+    if quick {
+        cmd.args(["--repeat", "200000", "--rounds", "1"]);
+    }
+    cmd.arg("--json").arg(out.join("classify.json"));
+    run(&mut cmd)?;
     step(format!("results in {}", out.display()));
     Ok(())
 }
