@@ -203,26 +203,8 @@ impl System {
     ) -> Result<u32, SystemError> {
         let t = self.topology();
         let l = t.levels();
-        let pending = self
-            .ops
-            .get(&op_id)
-            .ok_or(SystemError::UnknownOp(op_id))?
-            .clone();
+        let pending = self.pending(kind, old, op_id)?.clone();
         let p = &pending.prepare;
-        if p.kind != kind {
-            return Err(SystemError::WrongKind {
-                op: op_id,
-                prepared: p.kind,
-                called: kind,
-            });
-        }
-        if p.old != old {
-            return Err(SystemError::WrongIdentity {
-                op: op_id,
-                prepared: p.old,
-                called: old,
-            });
-        }
         if pending.new_identity.is_some() {
             return Err(SystemError::PhaseOneDone(op_id));
         }
@@ -395,8 +377,8 @@ impl System {
         Ok(new_idx)
     }
 
-    /// `enter_net_phase_2` / `migrate_phase_2`: the awaited migration is done.
-    pub fn phase_2(&mut self, kind: OpKind, old: u32, op_id: u64) -> Result<u32, SystemError> {
+    /// The operation `op_id`, checked to be of `kind` and prepared for identity `old`.
+    fn pending(&self, kind: OpKind, old: u32, op_id: u64) -> Result<&Pending, SystemError> {
         let pending = self.ops.get(&op_id).ok_or(SystemError::UnknownOp(op_id))?;
         let p = &pending.prepare;
         if p.kind != kind {
@@ -413,6 +395,12 @@ impl System {
                 called: old,
             });
         }
+        Ok(pending)
+    }
+
+    /// `enter_net_phase_2` / `migrate_phase_2`: the awaited migration is done.
+    pub fn phase_2(&mut self, kind: OpKind, old: u32, op_id: u64) -> Result<u32, SystemError> {
+        let pending = self.pending(kind, old, op_id)?;
         let Some(new) = pending.new_identity else {
             return Err(SystemError::NotWaitingPhase2(op_id));
         };
@@ -525,13 +513,12 @@ impl System {
             });
         }
         let mut next = self.clone();
-        if let Some(q) = &a.qspn {
+        if a.qspn.is_some() {
             next.tables.release(a.peer_mac, idx)?;
             let table = next.tables.acquire(mac, idx)?;
             if table & !next.config.mark_mask != 0 {
                 return Err(SystemError::MarkMask(table));
             }
-            let _ = q;
             let na = next.identity_mut(idx)?.arcs.get_mut(&arc).unwrap();
             na.qspn.as_mut().unwrap().table = table;
         }
