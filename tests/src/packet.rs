@@ -34,3 +34,44 @@ pub fn frame(src: [u8; 6], ethertype: u16, len: usize) -> Vec<u8> {
     }
     f
 }
+
+/// What one `BPF_PROG_TEST_RUN` of the classifier gave.
+pub struct TestRunOut {
+    pub verdict: u32,
+    pub mark: u32,
+    /// Mean time per run as the kernel reports it.
+    pub duration: std::time::Duration,
+    /// The frame as the program left it.
+    pub data: Vec<u8>,
+}
+
+/// Runs the classifier `repeat` times on `data` with `skb->mark = mark_in`.
+pub fn test_run(
+    c: &ntkplane::classifier::Classifier,
+    data: &[u8],
+    mark_in: u32,
+    repeat: u32,
+) -> TestRunOut {
+    use aya::programs::{TestRun, TestRunOptions};
+    let ctx_in = skb_ctx(mark_in);
+    let mut ctx_out = [0u8; SKB_CTX_LEN];
+    let mut data_out = vec![0u8; data.len() + 64];
+    let r = c
+        .program()
+        .test_run(TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(&mut data_out),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            repeat,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    data_out.truncate(r.data_size_out as usize);
+    TestRunOut {
+        verdict: r.return_value,
+        mark: ctx_mark(&ctx_out),
+        duration: r.duration,
+        data: data_out,
+    }
+}

@@ -8,7 +8,7 @@ use ntkplane::{
 };
 use ntkplane_integration::{
     lab::require_root,
-    packet::{ctx_mark, frame, skb_ctx, SKB_CTX_LEN},
+    packet::{frame, test_run},
 };
 
 /// `TCX_NEXT` (-1) as the u32 the syscall reports: "let the next program decide".
@@ -23,25 +23,9 @@ const MULTICAST: [u8; 6] = [0x01, 0x00, 0x5E, 0x00, 0x00, 0x01];
 
 /// Runs the program once on `data` with `mark_in`; returns (verdict, mark out).
 fn run(c: &Classifier, data: &[u8], mark_in: u32) -> (u32, u32) {
-    let ctx_in = skb_ctx(mark_in);
-    let mut ctx_out = [0u8; SKB_CTX_LEN];
-    let mut data_out = vec![0u8; data.len() + 64];
-    let r = c
-        .program()
-        .test_run(TestRunOptions {
-            data_in: Some(data),
-            data_out: Some(&mut data_out),
-            ctx_in: Some(&ctx_in),
-            ctx_out: Some(&mut ctx_out),
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    assert_eq!(
-        &data_out[..r.data_size_out as usize],
-        data,
-        "classify must not modify the frame"
-    );
-    (r.return_value, ctx_mark(&ctx_out))
+    let r = test_run(c, data, mark_in, 1);
+    assert_eq!(r.data, data, "classify must not modify the frame");
+    (r.verdict, r.mark)
 }
 
 struct Case {

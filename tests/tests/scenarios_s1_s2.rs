@@ -77,6 +77,11 @@ impl Sys {
         label.map_or_else(|| self.ns.name.clone(), |l| self.d.identity_netns(l))
     }
 
+    /// The kernel of this system's namespace `label` against listing `name` (see [`check`]).
+    fn check(&self, label: Option<&str>, name: &str, marks: &[(&str, u32)]) {
+        check(&self.netns(label), &self.pins(label), name, marks);
+    }
+
     fn pins(&self, label: Option<&str>) -> PathBuf {
         self.d.pins().join(label.unwrap_or("default"))
     }
@@ -212,25 +217,10 @@ fn s1_then_s2_entries_and_migrations() {
     alpha.feed(&s0, "alpha1", 0);
     beta.feed(&s0, "beta1", 0);
     gamma.feed(&s0, "gamma0", 0);
-    check(
-        &alpha.netns(None),
-        &alpha.pins(None),
-        "S0 alpha",
-        &[(B, 250)],
-    );
-    check(
-        &beta.netns(None),
-        &beta.pins(None),
-        "S0 beta",
-        &[(G, 250), (A, 249)],
-    );
-    check(
-        &gamma.netns(None),
-        &gamma.pins(None),
-        "S0 gamma",
-        &[(B, 250), (D, 249)],
-    );
-    check(&eps.netns(None), &eps.pins(None), "S0 eps", &[]);
+    alpha.check(None, "S0 alpha", &[(B, 250)]);
+    beta.check(None, "S0 beta", &[(G, 250), (A, 249)]);
+    gamma.check(None, "S0 gamma", &[(B, 250), (D, 249)]);
+    eps.check(None, "S0 eps", &[]);
 
     // ε meets β; ε enters G_γ at 2·1·1·2 waiting for migration 262359.
     assert_eq!(
@@ -313,13 +303,8 @@ fn s1_then_s2_entries_and_migrations() {
     beta.feed(&s1b, "beta1", 0);
     gamma.feed(&s1b, "gamma0", 0);
     eps.feed(&s1b, "eps1", 1);
-    check(&eps.netns(None), &eps.pins(None), "S1-B eps", &[(B, 250)]);
-    check(
-        &beta.netns(None),
-        &beta.pins(None),
-        "S1-B beta",
-        &[(G, 250), (A, 249), (E, 248)],
-    );
+    eps.check(None, "S1-B eps", &[(B, 250)]);
+    beta.check(None, "S1-B beta", &[(G, 250), (A, 249), (E, 248)]);
 
     // β migrates as a single node: 2·1·1·1 → 2·0·1·2 → 2·0·1·1, old identity in migr01.
     beta.run(&[
@@ -420,36 +405,11 @@ fn s1_then_s2_entries_and_migrations() {
     beta.feed(&s1c, "beta1", 0);
     gamma.feed(&s1c, "gamma0", 0);
     eps.feed(&s1c, "eps1", 1);
-    check(
-        &eps.netns(None),
-        &eps.pins(None),
-        "S1-C eps",
-        &[(B1_MIGR01, 250), (B, 249)],
-    );
-    check(
-        &beta.netns(None),
-        &beta.pins(None),
-        "S1-C beta default",
-        &[(G, 250), (A, 249), (E, 248)],
-    );
-    check(
-        &beta.netns(Some("migr01")),
-        &beta.pins(Some("migr01")),
-        "S1-C beta migr01",
-        &[(G, 250), (E, 248)],
-    );
-    check(
-        &gamma.netns(None),
-        &gamma.pins(None),
-        "S1-C gamma",
-        &[(B1_MIGR01, 250), (D, 249), (B, 248)],
-    );
-    check(
-        &alpha.netns(None),
-        &alpha.pins(None),
-        "S1-C alpha",
-        &[(B, 249)],
-    );
+    eps.check(None, "S1-C eps", &[(B1_MIGR01, 250), (B, 249)]);
+    beta.check(None, "S1-C beta default", &[(G, 250), (A, 249), (E, 248)]);
+    beta.check(Some("migr01"), "S1-C beta migr01", &[(G, 250), (E, 248)]);
+    gamma.check(None, "S1-C gamma", &[(B1_MIGR01, 250), (D, 249), (B, 248)]);
+    alpha.check(None, "S1-C alpha", &[(B, 249)]);
     let m1 = beta.netns(Some("migr01"));
     assert!(sh_in(&m1, "ip -d link show migr01_eth1").contains("macvlan mode vepa"));
     assert!(sh_in(&m1, "ip link show migr01_eth1")
@@ -618,24 +578,17 @@ fn s1_then_s2_entries_and_migrations() {
     ] {
         sys.feed(&s2, name, idx);
     }
-    check(
-        &eps.netns(None),
-        &eps.pins(None),
+    eps.check(
+        None,
         "S2-C eps default",
         &[(B1_MIGR01, 250), (B, 249), (L, 248)],
     );
-    check(
-        &eps.netns(Some("migr02")),
-        &eps.pins(Some("migr02")),
+    eps.check(
+        Some("migr02"),
         "S2-C eps migr02",
         &[(B1_MIGR02, 247), (L, 248)],
     );
-    check(
-        &lambda.netns(None),
-        &lambda.pins(None),
-        "S2-D lambda",
-        &[(E1_MIGR02, 250), (E, 249)],
-    );
+    lambda.check(None, "S2-D lambda", &[(E1_MIGR02, 250), (E, 249)]);
     let addrs = sh_in(&l, "ip -4 -o addr show dev eth1");
     for a in [".40/", ".50/", ".62/", ".22/", ".86/"] {
         assert!(

@@ -8,7 +8,6 @@
 //! Usage: bench-classify [--repeat N] [--rounds N] [--json PATH]
 use std::fmt::Write as _;
 
-use aya::programs::{TestRun, TestRunOptions};
 use ntkplane::{
     classifier::{Classifier, ClassifierConfig},
     mac::MacAddr,
@@ -16,7 +15,7 @@ use ntkplane::{
 };
 use ntkplane_integration::{
     lab::require_root,
-    packet::{ctx_mark, frame, skb_ctx, SKB_CTX_LEN},
+    packet::{frame, test_run},
 };
 use serde_json::json;
 
@@ -29,21 +28,8 @@ fn mac(i: u32) -> MacAddr {
 
 /// Mean ns per run and the mark the program wrote.
 fn cost(c: &Classifier, data: &[u8], repeat: u32) -> (f64, u32) {
-    let ctx_in = skb_ctx(0);
-    let mut ctx_out = [0u8; SKB_CTX_LEN];
-    let mut data_out = vec![0u8; data.len() + 64];
-    let r = c
-        .program()
-        .test_run(TestRunOptions {
-            data_in: Some(data),
-            data_out: Some(&mut data_out),
-            ctx_in: Some(&ctx_in),
-            ctx_out: Some(&mut ctx_out),
-            repeat,
-            ..Default::default()
-        })
-        .expect("BPF_PROG_TEST_RUN");
-    (r.duration.as_nanos() as f64, ctx_mark(&ctx_out))
+    let r = test_run(c, data, 0, repeat);
+    (r.duration.as_nanos() as f64, r.mark)
 }
 
 fn median(v: &mut [f64]) -> f64 {
