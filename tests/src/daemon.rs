@@ -9,9 +9,15 @@ use std::{
 use crate::lab::Ns;
 
 /// The `ntkplane` binary built by the same `cargo test --workspace` (target/<profile>/).
+/// Test executables live in `target/<profile>/deps/`, bench binaries in `target/<profile>/`.
 pub fn bin() -> PathBuf {
     let exe = std::env::current_exe().unwrap();
-    let p = exe.parent().unwrap().parent().unwrap().join("ntkplane");
+    let dir = exe.parent().unwrap();
+    let p = if dir.ends_with("deps") {
+        dir.parent().unwrap().join("ntkplane")
+    } else {
+        dir.join("ntkplane")
+    };
     assert!(
         p.exists(),
         "{} missing: run `cargo xtask test` (or `cargo build --bin ntkplane`)",

@@ -1,57 +1,217 @@
 //! `cargo xtask bench`: performance measurements, reported as ratios against baselines
 //! measured in the same run (never as pass/fail timings).
-use anyhow::Result;
+//!
+//! Writes `target/bench/`: one JSON per part, `results.json` (all parts, schema in
+//! BENCHMARKS.md), `results.md` and `forwarding.svg`. Afterwards it checks that the run
+//! left no namespace, ip rule or BPF pin behind.
+use std::{path::Path, process::Command};
+
+use anyhow::{bail, Context, Result};
+use serde_json::{json, Value};
 
 use crate::{clean_cargo, ebpf, root, run, step};
+
+/// The benches' namespaces share the tests' prefix (`tests/src/lab.rs`).
+const NETNS_PREFIX: &str = "ntkt";
+
+fn bench_bin(name: &str, args: &[&str]) -> Command {
+    let mut cmd = clean_cargo();
+    cmd.current_dir(root()).args([
+        "run",
+        "--release",
+        "-q",
+        "-p",
+        "ntkplane-integration",
+        "--bin",
+        name,
+        "--",
+    ]);
+    cmd.args(args);
+    cmd
+}
 
 pub fn run_all(quick: bool) -> Result<()> {
     ebpf::build()?;
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;
-    step("route programming: reconciler vs raw rtnetlink vs ip -batch vs one ip process per route");
+    let before = host_snapshot();
+    // bench-daemon drives the real daemon binary, built beside the bench binaries.
     let mut cmd = clean_cargo();
     cmd.current_dir(root()).args([
-        "run",
+        "build",
         "--release",
         "-q",
         "-p",
-        "ntkplane-integration",
+        "ntkplane",
         "--bin",
-        "bench-routes",
-        "--",
+        "ntkplane",
     ]);
-    if quick {
-        cmd.args([
-            "--tables",
-            "8",
-            "--prefixes",
-            "2000",
-            "--rounds",
-            "1",
-            "--sample",
-            "300",
-        ]);
-    }
-    cmd.arg("--json").arg(out.join("routes.json"));
     run(&mut cmd)?;
+    let p = |f: &str| out.join(f).to_string_lossy().into_owned();
 
-    step("classifier per-packet cost: BPF_PROG_TEST_RUN at 1…4096 neighbour MACs");
-    let mut cmd = clean_cargo();
-    cmd.current_dir(root()).args([
-        "run",
-        "--release",
-        "-q",
-        "-p",
-        "ntkplane-integration",
-        "--bin",
-        "bench-classify",
-        "--",
-    ]);
+    step("1/4 forwarding: sender → router → sink, classification and remapping variants");
+    let mut a: Vec<String> = ["--json", &p("forwarding.json"), "--md", &p("forwarding.md")]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    a.extend(["--svg".into(), p("forwarding.svg")]);
     if quick {
-        cmd.args(["--repeat", "200000", "--rounds", "1"]);
+        a.extend(
+            [
+                "--counts",
+                "1,1024",
+                "--remap-counts",
+                "4",
+                "--rounds",
+                "1",
+                "--secs",
+                "0.5",
+            ]
+            .map(String::from),
+        );
     }
-    cmd.arg("--json").arg(out.join("classify.json"));
-    run(&mut cmd)?;
-    step(format!("results in {}", out.display()));
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    let forwarding = run(&mut bench_bin("bench-forward", &a));
+
+    step("2/4 route programming: reconciler vs raw rtnetlink vs ip -batch vs one ip process per route");
+    let mut a = vec!["--json".to_string(), p("routes.json")];
+    if quick {
+        a.extend(
+            [
+                "--tables",
+                "8",
+                "--prefixes",
+                "2000",
+                "--rounds",
+                "1",
+                "--sample",
+                "300",
+            ]
+            .map(String::from),
+        );
+    }
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    let routes = run(&mut bench_bin("bench-routes", &a));
+
+    step("3/4 the daemon on 4.16.256.256: N neighbours, one ETP, time to full state, peak RSS");
+    let n = if quick { "4" } else { "16" };
+    let daemon = run(&mut bench_bin(
+        "bench-daemon",
+        &["--neighbours", n, "--json", &p("daemon.json")],
+    ));
+
+    step("4/4 classifier per-packet cost: BPF_PROG_TEST_RUN at 1…4096 neighbour MACs");
+    let mut a = vec!["--json".to_string(), p("classify.json")];
+    if quick {
+        a.extend(["--repeat", "200000", "--rounds", "1"].map(String::from));
+    }
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    let classify = run(&mut bench_bin("bench-classify", &a));
+
+    let leftovers = leftovers(&before);
+    merge(&out, quick)?;
+    for r in [forwarding, routes, daemon, classify] {
+        r?;
+    }
+    if !leftovers.is_empty() {
+        bail!("the benchmark left state behind: {}", leftovers.join("; "));
+    }
+    step(format!(
+        "results: {}, {}, {}",
+        out.join("results.json").display(),
+        out.join("results.md").display(),
+        out.join("forwarding.svg").display()
+    ));
     Ok(())
+}
+
+/// One `results.json` from the parts (missing parts are `null`), plus `results.md`.
+fn merge(out: &Path, quick: bool) -> Result<()> {
+    let read = |f: &str| -> Value {
+        std::fs::read_to_string(out.join(f))
+            .ok()
+            .and_then(|s| serde_json::from_str(&s).ok())
+            .unwrap_or(Value::Null)
+    };
+    let fwd = read("forwarding.json");
+    let v = json!({
+        "schema": 1,
+        "quick": quick,
+        "machine": fwd["machine"],
+        "forwarding": fwd["forwarding"],
+        "remap": fwd["remap"],
+        "claims": fwd["claims"],
+        "forwarding_settings": fwd["settings"],
+        "route_programming": read("routes.json"),
+        "daemon": read("daemon.json"),
+        "classify_test_run": read("classify.json"),
+    });
+    std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&v)?)
+        .context("write results.json")?;
+    let mut md = std::fs::read_to_string(out.join("forwarding.md")).unwrap_or_default();
+    let d = &v["daemon"];
+    if !d.is_null() {
+        md += &format!(
+            "\nDaemon on {}: {} neighbours, {} routes, ETP → full state {:.2} s ({:.0} routes/s), peak RSS {:.1} MiB\n",
+            d["topology"].as_str().unwrap_or("?"),
+            d["neighbours"],
+            d["routes"],
+            d["etp_seconds"].as_f64().unwrap_or(0.0),
+            d["routes_per_second"].as_f64().unwrap_or(0.0),
+            d["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
+        );
+    }
+    std::fs::write(out.join("results.md"), md)?;
+    Ok(())
+}
+
+/// What the host had before the run that the benches could leave behind.
+struct Snapshot {
+    rules: String,
+    pins: Vec<String>,
+}
+
+fn host_snapshot() -> Snapshot {
+    Snapshot {
+        rules: sh("ip", &["rule", "show"]),
+        pins: pins(),
+    }
+}
+
+fn pins() -> Vec<String> {
+    std::fs::read_dir("/sys/fs/bpf/ntkplane")
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn sh(cmd: &str, args: &[&str]) -> String {
+    Command::new(cmd)
+        .args(args)
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default()
+}
+
+/// Namespaces with the benches' prefix, and host rules or pins that were not there before.
+fn leftovers(before: &Snapshot) -> Vec<String> {
+    let mut left = Vec::new();
+    for line in sh("ip", &["netns", "list"]).lines() {
+        let name = line.split_whitespace().next().unwrap_or("");
+        if name.starts_with(NETNS_PREFIX) {
+            left.push(format!("namespace {name}"));
+        }
+    }
+    if sh("ip", &["rule", "show"]) != before.rules {
+        left.push("the host's ip rules changed".into());
+    }
+    for p in pins() {
+        if !before.pins.contains(&p) {
+            left.push(format!("BPF pin /sys/fs/bpf/ntkplane/{p}"));
+        }
+    }
+    left
 }
