@@ -40,8 +40,18 @@ fn json_in(netns: &str, cmd: &str) -> Result<Vec<Value>, String> {
 
 /// `ip -j route show table N` as prefix → route.
 pub fn table_in(netns: &str, id: u32) -> Result<BTreeMap<Ipv4Prefix, KRoute>, String> {
+    routes(netns, &format!("ip -j route show table {id}"), id)
+}
+
+/// [`table_in`] restricted to ntkplane's routes (protocol ntk): what an administrator added
+/// to the same table is not the daemon's state.
+pub fn ntk_table_in(netns: &str, id: u32) -> Result<BTreeMap<Ipv4Prefix, KRoute>, String> {
+    routes(netns, &format!("ip -j route show table {id} proto ntk"), id)
+}
+
+fn routes(netns: &str, cmd: &str, id: u32) -> Result<BTreeMap<Ipv4Prefix, KRoute>, String> {
     let mut out = BTreeMap::new();
-    for r in json_in(netns, &format!("ip -j route show table {id}"))? {
+    for r in json_in(netns, cmd)? {
         let bad = || format!("table {id}: unexpected route {r}");
         let dst = r["dst"].as_str().ok_or_else(bad)?;
         let p: Ipv4Prefix = if dst.contains('/') {

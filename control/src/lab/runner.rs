@@ -674,7 +674,7 @@ impl<'a> Lab<'a> {
         if !k.contains.is_empty() || !k.absent.is_empty() {
             let text = [
                 "ip -4 -o addr show",
-                "ip route show table main",
+                "ip route show table all",
                 "ip rule show",
                 "nft list ruleset",
             ]
@@ -739,6 +739,12 @@ impl<'a> Lab<'a> {
                     errors.push(format!("no reply: {}", last_lines(&text)));
                 }
                 replier
+            }
+            "no-reply" => {
+                if let Some(r) = &replier {
+                    errors.push(format!("a reply came from {r}"));
+                }
+                None
             }
             _ => {
                 if icmp_from.is_none() {
@@ -1080,7 +1086,7 @@ pub fn compare_tables(netns: &str, want: &BTreeMap<u32, ExpectedTable>) -> Resul
         errors.push(format!("tables {got_tables:?}, expected {want_tables:?}"));
     }
     for (id, t) in want {
-        let got = readback::table_in(netns, *id)?;
+        let got = readback::ntk_table_in(netns, *id)?;
         for (p, alts) in &t.routes {
             let alts: Vec<KRoute> = alts.iter().map(kroute).collect();
             match got.get(p) {

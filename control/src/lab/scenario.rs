@@ -177,8 +177,9 @@ pub struct KernelCheck {
     pub absent: Vec<String>,
 }
 
-/// `ping` from a system or host to an address; `expect` is `reply` or `unreachable`
-/// (an ICMP destination-unreachable answer).
+/// `ping` from a system or host to an address; `expect` is `reply`, `unreachable` (an ICMP
+/// destination-unreachable answer from a router) or `no-reply` (nothing comes back, for
+/// whatever reason: e.g. the sender's own route is `unreachable`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PingCheck {
@@ -612,11 +613,14 @@ impl Scenario {
                 if let Some(x) = &p.reply_from {
                     check_target(&c, x, &systems, field("ping.reply_from"))?;
                 }
-                if !["reply", "unreachable"].contains(&p.expect.get_ref().as_str()) {
+                if !["reply", "unreachable", "no-reply"].contains(&p.expect.get_ref().as_str()) {
                     return Err(c.err(
                         p.expect.span(),
                         field("ping.expect"),
-                        format!("'{}': expected reply or unreachable", p.expect.get_ref()),
+                        format!(
+                            "'{}': expected reply, unreachable or no-reply",
+                            p.expect.get_ref()
+                        ),
                     ));
                 }
             }
