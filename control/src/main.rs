@@ -349,7 +349,11 @@ fn lab(c: LabCmd) -> ExitCode {
             ExitCode::FAILURE
         }
         (Err(e), _) => {
-            eprintln!("error: {e} (daemon logs: {})", lab.log_dir().display());
+            if keep {
+                eprintln!("error: {e} (daemon logs: {})", lab.log_dir().display());
+            } else {
+                eprintln!("error: {e}");
+            }
             ExitCode::FAILURE
         }
     };

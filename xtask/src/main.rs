@@ -1,5 +1,6 @@
 //! `cargo xtask …`: the project's build and test entry points.
 mod bench;
+mod demo;
 mod ebpf;
 mod test;
 
@@ -16,6 +17,16 @@ struct Cli {
 }
 
 #[derive(Subcommand)]
+enum LabCmd {
+    /// Run a scenario file (see docs/LAB.md)
+    Run {
+        file: PathBuf,
+        #[arg(long)]
+        keep: bool,
+    },
+}
+
+#[derive(Subcommand)]
 enum Cmd {
     /// Install what the eBPF build needs (nightly rust-src, bpf-linker), then build the eBPF object.
     BuildEbpf,
@@ -25,9 +36,19 @@ enum Cmd {
         #[arg(last = true)]
         args: Vec<String>,
     },
-    /// Run the demo lab (arrives with the lab issue).
-    Demo,
-    /// Benchmarks (today: route programming), as ratios against baselines of the same run.
+    /// Run a scenario in the lab (default: S2, scenarios/migration-case-2.toml), report, clean up.
+    Demo {
+        scenario: Option<PathBuf>,
+        /// Leave the lab running and print how to look at it
+        #[arg(long)]
+        keep: bool,
+    },
+    /// The lab: `cargo xtask lab run <file> [--keep]`
+    Lab {
+        #[command(subcommand)]
+        cmd: LabCmd,
+    },
+    /// Benchmarks: forwarding pps, remapping, route programming, daemon RSS, eBPF per-packet cost.
     Bench {
         /// A short run (about a minute) for CI.
         #[arg(long)]
@@ -40,10 +61,13 @@ fn main() -> Result<()> {
         Cmd::BuildEbpf => ebpf::build().map(|_| ()),
         Cmd::Test { args } => test::run_all(&args),
         Cmd::Bench { quick } => bench::run_all(quick),
-        Cmd::Demo => bail!(
-            "the demo lab is not implemented yet: it arrives with the lab issue. \
-             `cargo xtask test` runs everything that exists today"
+        Cmd::Demo { scenario, keep } => demo::run_scenario(
+            &scenario.unwrap_or_else(|| root().join(demo::DEFAULT_SCENARIO)),
+            keep,
         ),
+        Cmd::Lab {
+            cmd: LabCmd::Run { file, keep },
+        } => demo::run_scenario(&file, keep),
     }
 }
 
