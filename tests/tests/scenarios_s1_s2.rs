@@ -13,10 +13,11 @@
 use std::{collections::BTreeMap, path::PathBuf};
 
 use ntkplane::{
-    fwd::{network::Network, seed, Route},
+    fwd::{network::Network, seed},
     lab::{
         feed::feed_for,
         listing::{section, SCENARIO_LISTINGS},
+        runner::{compare_marks, compare_tables},
     },
     mac::MacAddr,
     plan::KRoute,
@@ -24,7 +25,7 @@ use ntkplane::{
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, Ns, Segment},
-    readback::{full_dump, ntk_rules_in, ntk_tables_in, pinned_marks, sh_in, table_in},
+    readback::{full_dump, ntk_rules_in, pinned_marks, sh_in, table_in},
 };
 use serde_json::Value;
 
@@ -114,59 +115,16 @@ impl Sys {
     }
 }
 
-fn kroute(r: &Route) -> KRoute {
-    match r {
-        Route::Unreachable => KRoute::Unreachable,
-        Route::Blackhole => KRoute::Blackhole,
-        Route::Via { gw, dev, src } => KRoute::Via {
-            gw: *gw,
-            dev: dev.clone(),
-            src: *src,
-        },
-    }
-}
-
 /// The kernel of `netns` against listing `name`: the same tables (no more, no fewer), every
-/// route one of the listed values, a fwmark rule for every forwarding table, and the marks.
+/// route one of the listed values, a fwmark rule for every forwarding table, and the marks
+/// (the lab runner's comparison).
 fn check(netns: &str, pins: &std::path::Path, name: &str, marks: &[(&str, u32)]) {
     let want = section(SCENARIO_LISTINGS, name);
-    let mut errors = Vec::new();
-    let got_tables = ntk_tables_in(netns);
-    let want_tables: std::collections::BTreeSet<u32> = want.keys().copied().collect();
-    if got_tables != want_tables {
-        errors.push(format!("tables {got_tables:?}, spec {want_tables:?}"));
-    }
-    for (id, t) in &want {
-        let got = table_in(netns, *id);
-        for (p, alts) in &t.routes {
-            let alts: Vec<KRoute> = alts.iter().map(kroute).collect();
-            match got.get(p) {
-                None => errors.push(format!("table {id}: {p} missing")),
-                Some(r) if !alts.contains(r) => {
-                    errors.push(format!("table {id}: {p} is {r:?}, spec {alts:?}"))
-                }
-                _ => {}
-            }
-        }
-        for p in got.keys().filter(|p| !t.routes.contains_key(p)) {
-            errors.push(format!("table {id}: {p} not in the spec"));
-        }
-    }
-    let rules = ntk_rules_in(netns);
-    for id in want.keys().filter(|id| **id != 251) {
-        if !rules
-            .iter()
-            .any(|(_, m, t)| t == &id.to_string() && m.is_some())
-        {
-            errors.push(format!("no fwmark rule for table {id}: {rules:?}"));
-        }
-    }
-    let got_marks = pinned_marks(pins);
-    let want_marks: BTreeMap<String, u32> =
-        marks.iter().map(|(m, v)| (m.to_string(), *v)).collect();
-    if got_marks != want_marks {
-        errors.push(format!("marks {got_marks:?}, spec {want_marks:?}"));
-    }
+    let marks: BTreeMap<String, u32> = marks.iter().map(|(m, v)| (m.to_string(), *v)).collect();
+    let errors: Vec<String> = [compare_tables(netns, &want), compare_marks(pins, &marks)]
+        .into_iter()
+        .filter_map(Result::err)
+        .collect();
     assert!(
         errors.is_empty(),
         "{name} ({netns}):\n  {}",

@@ -27,10 +27,7 @@ use super::{
 use crate::{
     addr::{ipv4, NtkAddress},
     daemon::proto::Feed,
-    fwd::{
-        network::{arc, NetIdentity, Network},
-        Route,
-    },
+    fwd::network::{arc, NetIdentity, Network},
     mac::MacAddr,
     netns::Netns,
     plan::KRoute,
@@ -1064,18 +1061,6 @@ fn describe(s: &Step) -> String {
     "step".into()
 }
 
-fn kroute(r: &Route) -> KRoute {
-    match r {
-        Route::Unreachable => KRoute::Unreachable,
-        Route::Blackhole => KRoute::Blackhole,
-        Route::Via { gw, dev, src } => KRoute::Via {
-            gw: *gw,
-            dev: dev.clone(),
-            src: *src,
-        },
-    }
-}
-
 /// The namespace's tables against the expected ones: the same set of ntk tables, every
 /// route one of the listed values, a fwmark rule for every forwarding table.
 pub fn compare_tables(netns: &str, want: &BTreeMap<u32, ExpectedTable>) -> Result<(), String> {
@@ -1088,7 +1073,7 @@ pub fn compare_tables(netns: &str, want: &BTreeMap<u32, ExpectedTable>) -> Resul
     for (id, t) in want {
         let got = readback::ntk_table_in(netns, *id)?;
         for (p, alts) in &t.routes {
-            let alts: Vec<KRoute> = alts.iter().map(kroute).collect();
+            let alts: Vec<KRoute> = alts.iter().map(KRoute::from).collect();
             match got.get(p) {
                 None => errors.push(format!("table {id}: {p} missing")),
                 Some(r) if !alts.contains(r) => {
@@ -1117,7 +1102,8 @@ pub fn compare_tables(netns: &str, want: &BTreeMap<u32, ExpectedTable>) -> Resul
     }
 }
 
-fn compare_marks(pins: &Path, want: &BTreeMap<String, u32>) -> Result<(), String> {
+/// The pinned classifier map holds exactly these MAC → mark entries.
+pub fn compare_marks(pins: &Path, want: &BTreeMap<String, u32>) -> Result<(), String> {
     let got = readback::pinned_marks(pins)?;
     let want: BTreeMap<String, u32> = want.iter().map(|(m, v)| (m.to_uppercase(), *v)).collect();
     if got != want {
