@@ -9,18 +9,7 @@ use ntkplane_integration::{daemon::bin, lab::require_root};
 const QUICKSTART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quickstart.toml");
 
 fn lab_state() -> Vec<String> {
-    let mut v = Vec::new();
-    for dir in ["/run/netns", "/sys/fs/bpf/ntkplane"] {
-        if let Ok(d) = std::fs::read_dir(dir) {
-            for e in d.flatten() {
-                let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with("ntkl") {
-                    v.push(format!("{dir}/{n}"));
-                }
-            }
-        }
-    }
-    v
+    ntkplane::lab::runner::lab_leftovers()
 }
 
 fn lab_run(file: &std::path::Path) -> (i32, String, String) {

@@ -123,7 +123,24 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 /// Namespaces whose name starts with [`LAB_PREFIX`].
 pub fn lab_namespaces() -> Vec<String> {
-    std::fs::read_dir(crate::netns::NETNS_RUN_DIR)
+    prefixed(crate::netns::NETNS_RUN_DIR)
+}
+
+/// Everything of labs on the host: namespaces and pin directories (paths).
+pub fn lab_leftovers() -> Vec<String> {
+    let mut v: Vec<String> = lab_namespaces()
+        .into_iter()
+        .map(|n| format!("{}/{n}", crate::netns::NETNS_RUN_DIR))
+        .collect();
+    v.extend(prefixed(PINS).into_iter().map(|n| format!("{PINS}/{n}")));
+    v
+}
+
+/// Where daemons pin (`daemon::Paths`: `<BPFFS>/ntkplane/<instance>`).
+const PINS: &str = "/sys/fs/bpf/ntkplane";
+
+fn prefixed(dir: &str) -> Vec<String> {
+    std::fs::read_dir(dir)
         .map(|d| {
             d.flatten()
                 .map(|e| e.file_name().to_string_lossy().into_owned())
@@ -142,13 +159,10 @@ pub fn clean_all() -> Vec<String> {
             gone.push(format!("namespace {n}"));
         }
     }
-    if let Ok(d) = std::fs::read_dir("/sys/fs/bpf/ntkplane") {
-        for e in d.flatten() {
-            if e.file_name().to_string_lossy().starts_with(LAB_PREFIX) {
-                let _ = std::fs::remove_dir_all(e.path());
-                gone.push(format!("pins {}", e.path().display()));
-            }
-        }
+    for p in prefixed(PINS) {
+        let path = PathBuf::from(PINS).join(&p);
+        let _ = std::fs::remove_dir_all(&path);
+        gone.push(format!("pins {}", path.display()));
     }
     gone
 }
@@ -663,7 +677,7 @@ impl<'a> Lab<'a> {
             push(compare_tables(&netns, &want));
         }
         if let Some(marks) = &k.marks {
-            let pins = PathBuf::from("/sys/fs/bpf/ntkplane")
+            let pins = PathBuf::from(PINS)
                 .join(&self.sys(system).instance)
                 .join(k.netns.as_deref().unwrap_or("default"));
             push(compare_marks(&pins, marks));
@@ -983,8 +997,7 @@ impl<'a> Lab<'a> {
                 let _ = c.kill();
                 let _ = c.wait();
             }
-            let _ =
-                std::fs::remove_dir_all(PathBuf::from("/sys/fs/bpf/ntkplane").join(&s.instance));
+            let _ = std::fs::remove_dir_all(PathBuf::from(PINS).join(&s.instance));
         }
         // Identity namespaces a daemon could not remove carry its instance name.
         for n in lab_namespaces() {

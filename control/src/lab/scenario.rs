@@ -388,28 +388,25 @@ impl Scenario {
             .map(|s| s.name.get_ref().clone())
             .chain(sc.hosts.iter().map(|h| h.name.get_ref().clone()))
             .collect();
-        let mut macs = BTreeSet::new();
+        // From an included scenario: already checked, so they parse.
+        let mut macs: BTreeSet<MacAddr> = sc
+            .systems
+            .iter()
+            .map(|s| &s.mac)
+            .chain(sc.hosts.iter().map(|h| &h.mac))
+            .filter_map(|m| m.get_ref().parse().ok())
+            .collect();
         for (i, s) in f.systems.iter().enumerate() {
             let field = |x: &str| format!("system[{i}].{x}");
-            if !valid_name(s.name.get_ref()) {
-                return Err(c.err(
-                    s.name.span(),
-                    field("name"),
-                    format!("'{}': use 1-8 lowercase letters/digits", s.name.get_ref()),
-                ));
-            }
-            if !names.insert(s.name.get_ref().clone()) {
-                return Err(c.err(
-                    s.name.span(),
-                    field("name"),
-                    format!("duplicate name '{}'", s.name.get_ref()),
-                ));
-            }
-            let m = parse_mac(&c, &s.mac, field("mac"))?;
-            if !macs.insert(m) {
-                return Err(c.err(s.mac.span(), field("mac"), format!("MAC {m} used twice")));
-            }
-            parse_ll(&c, &s.linklocal, field("linklocal"))?;
+            new_node(
+                &c,
+                &mut names,
+                &mut macs,
+                &s.name,
+                &s.mac,
+                &s.linklocal,
+                field,
+            )?;
             let a = parse_addr(&c, &t, &s.address, field("address"))?;
             if !a.is_all_real(&t) {
                 return Err(c.err(
@@ -428,22 +425,15 @@ impl Scenario {
         }
         for (i, h) in f.hosts.iter().enumerate() {
             let field = |x: &str| format!("host[{i}].{x}");
-            if !valid_name(h.name.get_ref()) {
-                return Err(c.err(
-                    h.name.span(),
-                    field("name"),
-                    format!("'{}': use 1-8 lowercase letters/digits", h.name.get_ref()),
-                ));
-            }
-            if !names.insert(h.name.get_ref().clone()) {
-                return Err(c.err(
-                    h.name.span(),
-                    field("name"),
-                    format!("duplicate name '{}'", h.name.get_ref()),
-                ));
-            }
-            parse_mac(&c, &h.mac, field("mac"))?;
-            parse_ll(&c, &h.linklocal, field("linklocal"))?;
+            new_node(
+                &c,
+                &mut names,
+                &mut macs,
+                &h.name,
+                &h.mac,
+                &h.linklocal,
+                field,
+            )?;
             for (k, a) in h.addresses.iter().enumerate() {
                 a.get_ref().parse::<Ipv4Addr>().map_err(|_| {
                     c.err(
@@ -638,6 +628,39 @@ impl Scenario {
     }
 }
 
+/// A system's or host's name, MAC and link-local: name valid and unused, MAC well formed and
+/// unused on any segment (systems and hosts share the check), link-local in 169.254/16.
+fn new_node(
+    c: &Ctx,
+    names: &mut BTreeSet<String>,
+    macs: &mut BTreeSet<MacAddr>,
+    name: &S<String>,
+    mac: &S<String>,
+    ll: &S<String>,
+    field: impl Fn(&str) -> String,
+) -> Result<(), ScenarioError> {
+    if !valid_name(name.get_ref()) {
+        return Err(c.err(
+            name.span(),
+            field("name"),
+            format!("'{}': use 1-8 lowercase letters/digits", name.get_ref()),
+        ));
+    }
+    if !names.insert(name.get_ref().clone()) {
+        return Err(c.err(
+            name.span(),
+            field("name"),
+            format!("duplicate name '{}'", name.get_ref()),
+        ));
+    }
+    let m = parse_mac(c, mac, field("mac"))?;
+    if !macs.insert(m) {
+        return Err(c.err(mac.span(), field("mac"), format!("MAC {m} used twice")));
+    }
+    parse_ll(c, ll, field("linklocal"))?;
+    Ok(())
+}
+
 fn valid_name(n: &str) -> bool {
     !n.is_empty()
         && n.len() <= 8
@@ -798,6 +821,16 @@ ping = { from = "alpha", to = "beta:global", expect = "reply" }
 
         let e = error_of("name = \"beta\"", "name = \"alpha\"");
         assert!(e.msg.contains("duplicate name 'alpha'"), "{e}");
+
+        let host = "\n[[host]]\nname = \"rho\"\nmac = \"00:16:3E:FD:E2:AA\"\nlinklocal = \"169.254.1.1\"\n";
+        let e = parse(&format!(
+            "{}{host}",
+            // the systems only, then a host with α's MAC
+            OK.split("\n[graph.g]").next().unwrap()
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "host[0].mac", "{e}");
+        assert!(e.msg.contains("used twice"), "{e}");
 
         let e = error_of("expect = \"reply\"", "expect = \"maybe\"");
         assert_eq!(e.field, "step[2].ping.expect");
