@@ -10,7 +10,6 @@ pub mod cli;
 pub mod daemon;
 pub mod fwd;
 pub mod kernel;
-pub mod lab;
 pub mod mac;
 pub mod netns;
 pub mod plan;

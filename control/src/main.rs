@@ -38,24 +38,6 @@ enum Command {
     Addr(AddrArgs),
     /// Load the classifier and report the verifier's verdict (a smoke check of the eBPF object).
     CheckEbpf,
-    /// The lab: run a scenario file in network namespaces (see docs/LAB.md)
-    #[command(subcommand)]
-    Lab(LabCmd),
-}
-
-#[derive(Subcommand)]
-enum LabCmd {
-    /// Build the lab, run the timeline and its checks, print the report, clean up
-    Run {
-        file: PathBuf,
-        /// Leave the lab running at the end (remove it later with `ntkplane lab clean`)
-        #[arg(long)]
-        keep: bool,
-    },
-    /// Check a scenario file only (nothing is created)
-    Check { file: PathBuf },
-    /// Remove what kept or interrupted labs left (namespaces `ntkl*`, their pins)
-    Clean,
 }
 
 #[derive(Args)]
@@ -273,7 +255,6 @@ fn main() -> ExitCode {
         }
         Command::Client(req) => req,
         Command::Addr(a) => return addr(a),
-        Command::Lab(c) => return lab(c),
         Command::CheckEbpf => {
             return match ntkplane::classifier::Classifier::load(
                 ntkplane::netns::Netns::Current,
@@ -291,77 +272,4 @@ fn main() -> ExitCode {
         }
     };
     client(socket, cli.json, req)
-}
-
-fn lab(c: LabCmd) -> ExitCode {
-    use ntkplane::lab::{runner, scenario::Scenario};
-    let file = match &c {
-        LabCmd::Run { file, .. } | LabCmd::Check { file } => file.clone(),
-        LabCmd::Clean => {
-            for g in runner::clean_all() {
-                println!("removed {g}");
-            }
-            return ExitCode::SUCCESS;
-        }
-    };
-    let sc = match Scenario::load(&file) {
-        Ok(s) => s,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let LabCmd::Run { keep, .. } = c else {
-        println!(
-            "{}: {} systems, {} hosts, {} graphs, {} steps: ok",
-            file.display(),
-            sc.systems.len(),
-            sc.hosts.len(),
-            sc.graphs.len(),
-            sc.steps.len()
-        );
-        return ExitCode::SUCCESS;
-    };
-    runner::install_stop_handler();
-    let opts = runner::Options {
-        bin: std::env::current_exe().expect("own path"),
-        keep,
-    };
-    println!("lab: {} — {}", sc.name, sc.description.trim());
-    let mut log = |m: &str| println!("  {m}");
-    let mut lab = match runner::Lab::build(&sc, &opts, &mut log) {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!("error: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    let run = lab.run_steps(&mut log);
-    print!("{}", lab.report());
-    let failed = lab.results.iter().filter(|r| !r.ok).count();
-    let code = match (&run, failed) {
-        (Ok(()), 0) => {
-            println!("lab {}: every check passed", sc.name);
-            ExitCode::SUCCESS
-        }
-        (Ok(()), n) => {
-            println!("lab {}: {n} checks failed", sc.name);
-            ExitCode::FAILURE
-        }
-        (Err(e), _) => {
-            if keep {
-                eprintln!("error: {e} (daemon logs: {})", lab.log_dir().display());
-            } else {
-                eprintln!("error: {e}");
-            }
-            ExitCode::FAILURE
-        }
-    };
-    if keep && run.is_ok() {
-        print!("{}", lab.keep_hints());
-    } else {
-        println!("lab {}: cleaning up", sc.name);
-    }
-    drop(lab);
-    code
 }

@@ -11,16 +11,26 @@ use crate::lab::Ns;
 /// The `ntkplane` binary built by the same `cargo test --workspace` (target/<profile>/).
 /// Test executables live in `target/<profile>/deps/`, bench binaries in `target/<profile>/`.
 pub fn bin() -> PathBuf {
+    built("ntkplane")
+}
+
+/// The lab's binary (`lab/`), built beside the daemon.
+pub fn lab_bin() -> PathBuf {
+    built("ntkplane-lab")
+}
+
+/// A binary of the workspace, in the `target/<profile>/` this test binary runs from.
+fn built(name: &str) -> PathBuf {
     let exe = std::env::current_exe().unwrap();
     let dir = exe.parent().unwrap();
     let p = if dir.ends_with("deps") {
-        dir.parent().unwrap().join("ntkplane")
+        dir.parent().unwrap().join(name)
     } else {
-        dir.join("ntkplane")
+        dir.join(name)
     };
     assert!(
         p.exists(),
-        "{} missing: run `cargo xtask test` (or `cargo build --bin ntkplane`)",
+        "{} missing: run `cargo xtask test` (or `cargo build --workspace`)",
         p.display()
     );
     p

@@ -1,9 +1,10 @@
 //! Reading a namespace back the way an administrator would: `ip -j`, `nft -j`, `bpftool`.
-//! The readers are the lab's (`ntkplane::lab::readback`); here they panic on error, as
+//! The readers are the lab's (`ntkplane_lab::readback`); here they panic on error, as
 //! tests want.
 use std::collections::{BTreeMap, BTreeSet};
 
-use ntkplane::{addr::Ipv4Prefix, lab::readback as rb, plan::KRoute};
+use ntkplane::{addr::Ipv4Prefix, plan::KRoute};
+use ntkplane_lab::readback as rb;
 
 use crate::lab::Ns;
 

@@ -3,16 +3,13 @@
 use std::collections::BTreeMap;
 
 use ntkplane::{
-    fwd::{
-        compute,
-        network::{fixed_tables, InputOptions},
-        ForwardingState,
-    },
+    fwd::{compute, ForwardingState},
     mac::MacAddr,
     plan::KernelState,
 };
 
-pub use ntkplane::fwd::seed::s2_final;
+use ntkplane_lab::network::{fixed_tables, InputOptions};
+pub use ntkplane_lab::seed::s2_final;
 
 fn ids(pairs: &[(&str, u32)]) -> BTreeMap<MacAddr, u32> {
     pairs

@@ -1,20 +1,20 @@
-//! The lab runner as a user meets it: `ntkplane lab run FILE`. A scenario with an unknown
+//! The lab runner as a user meets it: `ntkplane-lab run FILE`. A scenario with an unknown
 //! system, a bad address or a malformed MAC is refused with the file, line and field named,
 //! before anything is created; the quickstart runs its checks with real packets and leaves
 //! nothing behind.
 use std::process::Command;
 
-use ntkplane_integration::{daemon::bin, lab::require_root};
+use ntkplane_integration::{daemon::lab_bin, lab::require_root};
 
 const QUICKSTART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quickstart.toml");
 
 fn lab_state() -> Vec<String> {
-    ntkplane::lab::runner::lab_leftovers()
+    ntkplane_lab::runner::lab_leftovers()
 }
 
 fn lab_run(file: &std::path::Path) -> (i32, String, String) {
-    let out = Command::new(bin())
-        .args(["lab", "run"])
+    let out = Command::new(lab_bin())
+        .arg("run")
         .arg(file)
         .output()
         .unwrap();

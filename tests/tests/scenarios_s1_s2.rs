@@ -12,20 +12,18 @@
 //! chained dismissal of S3 (β₃ in migr01 and β₁ in migr02) closes the story.
 use std::{collections::BTreeMap, path::PathBuf};
 
-use ntkplane::{
-    fwd::{network::Network, seed},
-    lab::{
-        feed::feed_for,
-        listing::{section, SCENARIO_LISTINGS},
-        runner::{compare_marks, compare_tables},
-    },
-    mac::MacAddr,
-    plan::KRoute,
-};
+use ntkplane::{mac::MacAddr, plan::KRoute};
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, Ns, Segment},
     readback::{full_dump, ntk_rules_in, pinned_marks, sh_in, table_in},
+};
+use ntkplane_lab::{
+    feed::feed_for,
+    listing::{section, SCENARIO_LISTINGS},
+    network::Network,
+    runner::{compare_marks, compare_tables},
+    seed,
 };
 use serde_json::Value;
 

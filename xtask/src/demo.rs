@@ -1,13 +1,14 @@
 //! `cargo xtask demo [scenario] [--keep]` and `cargo xtask lab run <file> [--keep]`: build
 //! what is needed (the eBPF toolchain bootstrap included), run the scenario with the lab
-//! runner (`ntkplane lab run`), then make sure nothing of the lab is left on the host.
+//! runner (`ntkplane-lab run`, crate `lab/`), then make sure nothing of the lab is left on the
+//! host.
 use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context, Result};
 
 use crate::{clean_cargo, ebpf, root, run, step};
 
-/// The lab's namespaces and pins start with this (`control/src/lab/runner.rs`).
+/// The lab's namespaces and pins start with this (`lab/src/runner.rs`).
 const LAB_PREFIX: &str = "ntkl";
 
 pub const DEFAULT_SCENARIO: &str = "scenarios/migration-case-2.toml";
@@ -24,7 +25,7 @@ pub fn run_scenario(file: &Path, keep: bool) -> Result<()> {
     ebpf::build()?;
     let mut cmd = clean_cargo();
     cmd.current_dir(root())
-        .args(["build", "-q", "-p", "ntkplane", "--bin", "ntkplane"]);
+        .args(["build", "-q", "-p", "ntkplane", "-p", "ntkplane-lab"]);
     run(&mut cmd)?;
     // Ctrl-C reaches the whole foreground group: the lab runner turns it into a stop and
     // cleans up; this process must outlive it to check the result.
@@ -32,13 +33,13 @@ pub fn run_scenario(file: &Path, keep: bool) -> Result<()> {
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
-    let bin = root().join("target/debug/ntkplane");
+    let bin = root().join("target/debug/ntkplane-lab");
     let mut lab = Command::new(&bin);
-    lab.args(["lab", "run"]).arg(&file);
+    lab.arg("run").arg(&file);
     if keep {
         lab.arg("--keep");
     }
-    step(format!("$ {} lab run {}", bin.display(), file.display()));
+    step(format!("$ {} run {}", bin.display(), file.display()));
     let status = lab.status().context("cannot start the lab runner")?;
     if !keep {
         let left = leftovers();

@@ -1,9 +1,6 @@
 //! Forwarding state (pure; no kernel access): table ids, the per-identity tables, rules,
-//! marks, addresses and NAT, and a model of the paths QSPN knows.
+//! marks, addresses and NAT.
 //! Spec: `shared/spec/forwarding-state.md`, `lifecycle.md` §2, `identities.md` §5.
-pub mod network;
-pub mod paths;
-pub mod seed;
 pub mod state;
 pub mod tables;
 

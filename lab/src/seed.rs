@@ -1,8 +1,8 @@
 //! The reference test network of `shared/spec/scenarios.md` §1 (systems α β γ δ ε λ μ, their
 //! MACs and link-locals, the physical arcs and their costs) at the checkpoints the spec lists
 //! complete route tables for. One definition for the golden tests, the kernel tests and the lab.
-use super::network::{arc, identity, Network};
-use crate::addr::Topology;
+use crate::network::{arc, identity, Network};
+use ntkplane::addr::Topology;
 
 /// The topology of every scenario.
 pub const TOPOLOGY: &str = "4.2.2.2";

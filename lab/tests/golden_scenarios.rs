@@ -1,23 +1,25 @@
 //! Golden tests: the forwarding state of every checkpoint of `shared/spec/scenarios.md`,
 //! compared route by route with the spec's listings (copied verbatim into
-//! `control/src/lab/scenario-listings.txt`, parsed by `lab::listing`), plus the rules, marks, addresses and NAT the spec lists.
+//! `lab/src/scenario-listings.txt`, parsed by `listing`), plus the rules, marks, addresses and NAT the spec lists.
 //!
 //! Each checkpoint is described as the graph of identities of the network at that moment
 //! (addresses, MACs, link-locals, qspn arcs with their costs); the paths each identity
-//! knows come from the path model (`fwd::paths`), the rest from `fwd::compute`.
+//! knows come from the lab's path solver (`ntkplane_lab::paths`), the rest from `fwd::compute`.
 use std::collections::{BTreeMap, BTreeSet};
 
 use ntkplane::{
     addr::{Ipv4Prefix, NtkAddress, Topology},
     fwd::{
         compute,
-        network::{InputOptions, Network},
-        seed,
         state::{PRIO_FWMARK, PRIO_NTK},
         Arc, ForwardingState, IdentityInput, Interface, QspnArc, Route, Rule, NTK_TABLE,
     },
-    lab::listing::{section, ExpectedTable, SCENARIO_LISTINGS},
     mac::MacAddr,
+};
+use ntkplane_lab::{
+    listing::{section, ExpectedTable, SCENARIO_LISTINGS},
+    network::{InputOptions, Network},
+    seed,
 };
 
 // ---------------------------------------------------------------------------------------

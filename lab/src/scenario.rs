@@ -12,7 +12,7 @@ use std::{
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{
+use ntkplane::{
     addr::{NtkAddress, Topology},
     mac::MacAddr,
 };

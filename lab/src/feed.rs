@@ -3,9 +3,9 @@
 //! [`Feed`] per identity, with the daemon's own arc indices.
 use std::collections::BTreeMap;
 
-use crate::{
+use crate::network::{InputOptions, Network};
+use ntkplane::{
     daemon::proto::{DestPaths, Feed, KnownNeighbour},
-    fwd::network::{InputOptions, Network},
     mac::MacAddr,
 };
 
@@ -65,7 +65,7 @@ pub fn feed_for(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fwd::seed;
+    use crate::seed;
 
     #[test]
     fn beta_at_s0_knows_alpha_and_gamma_with_its_own_arc_indices() {

@@ -8,7 +8,7 @@ use std::{
 
 use serde_json::Value;
 
-use crate::{addr::Ipv4Prefix, plan::KRoute};
+use ntkplane::{addr::Ipv4Prefix, plan::KRoute};
 
 /// Output of `sh -c cmd` inside the named namespace.
 pub fn sh_in(netns: &str, cmd: &str) -> Result<String, String> {

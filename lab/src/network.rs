@@ -3,11 +3,9 @@
 //! the golden tests, the kernel tests and the lab.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use super::{
-    paths::{paths_from, Edge, Node},
-    state::{Arc, IdentityInput, Interface, QspnArc},
-};
-use crate::{
+use crate::paths::{paths_from, Edge, Node};
+use ntkplane::fwd::{Arc, IdentityInput, Interface, QspnArc};
+use ntkplane::{
     addr::{NtkAddress, Topology},
     mac::MacAddr,
 };

@@ -3,7 +3,7 @@
 //! and `either {via … | via …}: …` for equal-cost ties.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
-use crate::{addr::Ipv4Prefix, fwd::Route};
+use ntkplane::{addr::Ipv4Prefix, fwd::Route};
 
 /// Every listing of `shared/spec/scenarios.md`, copied verbatim.
 pub const SCENARIO_LISTINGS: &str = include_str!("scenario-listings.txt");

@@ -13,8 +13,8 @@
 //! forwarding table may find an alternative QSPN would not know (scenarios.md label [M]).
 use std::collections::BTreeMap;
 
-use super::state::Path;
-use crate::addr::{HCoord, NtkAddress, Topology};
+use ntkplane::addr::{HCoord, NtkAddress, Topology};
+use ntkplane::fwd::Path;
 
 /// A node of the graph: one identity.
 #[derive(Clone, Debug)]

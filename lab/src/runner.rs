@@ -18,16 +18,16 @@ use std::{
 
 use serde_json::Value;
 
-use super::{
+use crate::network::{arc, NetIdentity, Network};
+use crate::{
     feed::feed_for,
     listing::{parse_tables, section, ExpectedTable, SCENARIO_LISTINGS},
     readback,
     scenario::{AddrKind, KernelCheck, PingCheck, Scenario, Step, Target, UdpCheck},
 };
-use crate::{
+use ntkplane::{
     addr::{ipv4, NtkAddress},
     daemon::proto::Feed,
-    fwd::network::{arc, NetIdentity, Network},
     mac::MacAddr,
     netns::Netns,
     plan::KRoute,
@@ -123,14 +123,14 @@ fn ip(args: &[&str]) -> Result<(), String> {
 
 /// Namespaces whose name starts with [`LAB_PREFIX`].
 pub fn lab_namespaces() -> Vec<String> {
-    prefixed(crate::netns::NETNS_RUN_DIR)
+    prefixed(ntkplane::netns::NETNS_RUN_DIR)
 }
 
 /// Everything of labs on the host: namespaces and pin directories (paths).
 pub fn lab_leftovers() -> Vec<String> {
     let mut v: Vec<String> = lab_namespaces()
         .into_iter()
-        .map(|n| format!("{}/{n}", crate::netns::NETNS_RUN_DIR))
+        .map(|n| format!("{}/{n}", ntkplane::netns::NETNS_RUN_DIR))
         .collect();
     v.extend(prefixed(PINS).into_iter().map(|n| format!("{PINS}/{n}")));
     v
@@ -975,7 +975,7 @@ impl<'a> Lab<'a> {
             );
         }
         let _ = writeln!(r, "  ip netns list | grep {LAB_PREFIX}");
-        let _ = writeln!(r, "Remove it with: {} lab clean", self.bin.display());
+        let _ = writeln!(r, "Remove it with: ntkplane-lab clean (or cargo xtask lab clean)");
         r
     }
 
@@ -1100,7 +1100,7 @@ pub fn compare_tables(netns: &str, want: &BTreeMap<u32, ExpectedTable>) -> Resul
         }
     }
     let rules = readback::ntk_rules_in(netns)?;
-    for id in want.keys().filter(|id| **id != crate::fwd::NTK_TABLE) {
+    for id in want.keys().filter(|id| **id != ntkplane::fwd::NTK_TABLE) {
         if !rules
             .iter()
             .any(|(_, m, t)| t == &id.to_string() && m.is_some())

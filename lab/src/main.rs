@@ -1,0 +1,131 @@
+//! `ntkplane-lab`: run, check or clean up lab scenarios (docs/LAB.md). `cargo xtask demo` and
+//! `cargo xtask lab run` build this binary and the daemon, then call it.
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+use ntkplane_lab::{runner, scenario::Scenario};
+
+#[derive(Parser)]
+#[command(
+    name = "ntkplane-lab",
+    version,
+    about = "The ntkplane lab (docs/LAB.md)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: LabCmd,
+}
+
+#[derive(Subcommand)]
+enum LabCmd {
+    /// Build the lab, run the timeline and its checks, print the report, clean up
+    Run {
+        file: PathBuf,
+        /// Leave the lab running at the end (remove it later with `ntkplane-lab clean`)
+        #[arg(long)]
+        keep: bool,
+        /// The `ntkplane` binary the systems run (default: the one beside this binary)
+        #[arg(long)]
+        daemon: Option<PathBuf>,
+    },
+    /// Check a scenario file only (nothing is created)
+    Check { file: PathBuf },
+    /// Remove what kept or interrupted labs left (namespaces `ntkl*`, their pins)
+    Clean,
+}
+
+fn main() -> ExitCode {
+    let (file, keep, daemon) = match Cli::parse().command {
+        LabCmd::Clean => {
+            for g in runner::clean_all() {
+                println!("removed {g}");
+            }
+            return ExitCode::SUCCESS;
+        }
+        LabCmd::Check { file } => return check(&file),
+        LabCmd::Run { file, keep, daemon } => (file, keep, daemon),
+    };
+    let sc = match Scenario::load(&file) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let bin = match daemon.map_or_else(default_daemon, Ok) {
+        Ok(b) => b,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runner::install_stop_handler();
+    let opts = runner::Options { bin, keep };
+    println!("lab: {} — {}", sc.name, sc.description.trim());
+    let mut log = |m: &str| println!("  {m}");
+    let mut lab = match runner::Lab::build(&sc, &opts, &mut log) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let run = lab.run_steps(&mut log);
+    print!("{}", lab.report());
+    let failed = lab.results.iter().filter(|r| !r.ok).count();
+    let code = match (&run, failed) {
+        (Ok(()), 0) => {
+            println!("lab {}: every check passed", sc.name);
+            ExitCode::SUCCESS
+        }
+        (Ok(()), n) => {
+            println!("lab {}: {n} checks failed", sc.name);
+            ExitCode::FAILURE
+        }
+        (Err(e), _) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    };
+    if keep && run.is_ok() {
+        print!("{}", lab.keep_hints());
+    } else {
+        println!("lab {}: cleaning up", sc.name);
+    }
+    drop(lab);
+    code
+}
+
+fn check(file: &std::path::Path) -> ExitCode {
+    match Scenario::load(file) {
+        Ok(sc) => {
+            println!(
+                "{}: {} systems, {} hosts, {} graphs, {} steps: ok",
+                file.display(),
+                sc.systems.len(),
+                sc.hosts.len(),
+                sc.graphs.len(),
+                sc.steps.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `ntkplane` beside this binary (both are built into the same `target/<profile>/`).
+fn default_daemon() -> Result<PathBuf, String> {
+    let me = std::env::current_exe().map_err(|e| format!("cannot find this binary: {e}"))?;
+    let bin = me.with_file_name("ntkplane");
+    if bin.is_file() {
+        Ok(bin)
+    } else {
+        Err(format!(
+            "no daemon binary at {} (build it with `cargo build -p ntkplane`, or pass --daemon)",
+            bin.display()
+        ))
+    }
+}
