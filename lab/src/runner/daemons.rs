@@ -1,0 +1,265 @@
+//! The systems' daemons: starting one (its log kept in the lab's folder), client commands,
+//! arc indices, and the path solver's feeds.
+use std::{
+    collections::BTreeMap,
+    net::Ipv4Addr,
+    process::{Command, Stdio},
+    time::{Duration, Instant},
+};
+
+use ntkplane::{
+    addr::{ipv4, NtkAddress},
+    mac::MacAddr,
+};
+use serde_json::Value;
+
+use super::{Lab, Sys};
+use crate::{
+    feed::feed_for,
+    network::{arc, NetIdentity, Network},
+    scenario::{AddrKind, Target},
+};
+
+impl Lab<'_> {
+    pub(super) fn sys(&self, name: &str) -> &Sys {
+        &self.systems[name]
+    }
+
+    pub(super) fn start(&mut self, name: &str) -> Result<(), String> {
+        let def = self
+            .sc
+            .systems
+            .iter()
+            .find(|s| s.name.get_ref() == name)
+            .expect("checked at load");
+        let s = &self.systems[name];
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))
+            .map_err(|e| e.to_string())?;
+        let mut cmd = Command::new(&self.bin);
+        cmd.args(["--instance", &s.instance, "--run-dir"])
+            .arg(self.dir.join("run"))
+            .args([
+                "run",
+                "--netns",
+                &s.netns,
+                "--topology",
+                &self.sc.topology_text,
+            ])
+            .args(["--address", def.address.get_ref()])
+            .args(["--interface", &format!("eth1={}", def.linklocal.get_ref())])
+            .args(["--rt-tables-dir", "none", "--state-dir"])
+            .arg(self.dir.join("state"))
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log);
+        if def.serve_anonymous {
+            cmd.arg("--serve-anonymous");
+        }
+        if def.subnet_level > 0 {
+            cmd.args(["--subnet-level", &def.subnet_level.to_string()]);
+        }
+        // Own process group: the terminal's Ctrl-C reaches the runner, which quits the
+        // daemons in order instead of having them killed mid-operation.
+        std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
+        let child = cmd
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
+        self.systems.get_mut(name).unwrap().child = Some(child);
+        let t0 = Instant::now();
+        while self.client(name, &["status"]).is_err() {
+            if t0.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "the daemon of {name} did not come up; see {}",
+                    self.dir.join(format!("{name}.log")).display()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Ok(())
+    }
+
+    /// One client command to a system's daemon; its JSON reply.
+    pub fn client(&self, system: &str, args: &[&str]) -> Result<Value, String> {
+        let s = self.sys(system);
+        let out = Command::new(&self.bin)
+            .args(["--instance", &s.instance, "--run-dir"])
+            .arg(self.dir.join("run"))
+            .arg("--json")
+            .args(args)
+            .output()
+            .map_err(|e| format!("cannot run the client: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "{system}: ntkplane {}: {}",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let text = String::from_utf8_lossy(&out.stdout);
+        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text.trim().to_string())))
+    }
+
+    /// The daemon's arc index of identity `idx` towards `mac`.
+    pub(super) fn arc_to(&self, system: &str, idx: u32, mac: MacAddr) -> Result<u32, String> {
+        let arcs = self.client(system, &["show-arcs", &idx.to_string()])?;
+        arcs.as_object()
+            .and_then(|m| {
+                m.iter().find_map(|(k, a)| {
+                    (a["peer_mac"].as_str()?.parse::<MacAddr>().ok()? == mac)
+                        .then(|| k.parse().ok())?
+                })
+            })
+            .ok_or_else(|| format!("{system}: identity {idx} has no arc to {mac}"))
+    }
+
+    /// Replaces `{arc IDX MAC}` in an argument with the daemon's arc index.
+    pub(super) fn expand(&self, system: &str, arg: &str) -> Result<String, String> {
+        let mut out = String::new();
+        let mut rest = arg;
+        while let Some(p) = rest.find("{arc ") {
+            out.push_str(&rest[..p]);
+            let end = rest[p..]
+                .find('}')
+                .ok_or_else(|| format!("unclosed template in '{arg}'"))?
+                + p;
+            let w: Vec<&str> = rest[p + 5..end].split_whitespace().collect();
+            let (idx, mac) = match w.as_slice() {
+                [i, m] => (
+                    i.parse::<u32>()
+                        .map_err(|_| format!("'{arg}': bad identity index"))?,
+                    m.parse::<MacAddr>().map_err(|e| format!("'{arg}': {e}"))?,
+                ),
+                _ => return Err(format!("'{arg}': expected {{arc IDX MAC}}")),
+            };
+            out.push_str(&self.arc_to(system, idx, mac)?.to_string());
+            rest = &rest[end + 1..];
+        }
+        out.push_str(rest);
+        Ok(out)
+    }
+
+    /// The network of graph `g`, from the scenario's definitions.
+    pub(super) fn network(&self, g: &str) -> Network {
+        let def = &self.sc.graphs[g];
+        let t = &self.sc.topology;
+        let identities = def
+            .identities
+            .iter()
+            .map(|i| {
+                let sys = i.system.as_ref().and_then(|s| {
+                    self.sc
+                        .systems
+                        .iter()
+                        .find(|d| d.name.get_ref() == s.get_ref())
+                });
+                let mac = i
+                    .mac
+                    .as_ref()
+                    .map(|m| m.get_ref().clone())
+                    .or_else(|| sys.map(|s| s.mac.get_ref().clone()))
+                    .expect("checked at load");
+                let ll = i
+                    .linklocal
+                    .as_ref()
+                    .map(|m| m.get_ref().clone())
+                    .or_else(|| sys.map(|s| s.linklocal.get_ref().clone()))
+                    .expect("checked at load");
+                NetIdentity {
+                    name: i.name.get_ref().clone(),
+                    address: NtkAddress::parse(i.address.get_ref(), t).expect("checked at load"),
+                    dev: i.dev.clone().unwrap_or_else(|| "eth1".into()),
+                    mac: mac.parse().expect("checked at load"),
+                    linklocal: ll.parse().expect("checked at load"),
+                    main: !i.connectivity,
+                }
+            })
+            .collect();
+        Network {
+            topology: t.clone(),
+            identities,
+            arcs: def
+                .arcs
+                .iter()
+                .map(|a| {
+                    let (x, y, cx, cy) = a.get_ref();
+                    arc(x, y, *cx, *cy)
+                })
+                .collect(),
+        }
+    }
+
+    /// Solves graph `g` and sends each daemon-held identity its feed, when it changed.
+    pub(super) fn feed(&mut self, g: &str) -> Result<String, String> {
+        let net = self.network(g);
+        let mut sent = Vec::new();
+        for i in &self.sc.graphs[g].identities {
+            let (Some(s), Some(idx)) = (&i.system, i.index) else {
+                continue;
+            };
+            let system = s.get_ref().clone();
+            let arcs = self.client(&system, &["show-arcs", &idx.to_string()])?;
+            let by_mac: BTreeMap<MacAddr, u32> = arcs
+                .as_object()
+                .into_iter()
+                .flatten()
+                .filter_map(|(k, a)| Some((a["peer_mac"].as_str()?.parse().ok()?, k.parse().ok()?)))
+                .collect();
+            let f = feed_for(&net, i.name.get_ref(), |m| by_mac.get(&m).copied())
+                .map_err(|e| e.to_string())?;
+            let key = (system.clone(), idx);
+            if self.fed.get(&key) == Some(&f) {
+                continue;
+            }
+            self.client(
+                &system,
+                &["etp", &idx.to_string(), &serde_json::to_string(&f).unwrap()],
+            )?;
+            sent.push(format!("{}[{idx}]", i.name.get_ref()));
+            self.fed.insert(key, f);
+        }
+        Ok(if sent.is_empty() {
+            "no path changed".into()
+        } else {
+            format!("fed {}", sent.join(", "))
+        })
+    }
+
+    pub(super) fn netns_of(&self, system: &str, label: Option<&str>) -> String {
+        let s = self.sys(system);
+        label.map_or_else(|| s.netns.clone(), |l| format!("{}-{l}", s.instance))
+    }
+
+    /// The IPv4 address a target names, from the system's current main identity.
+    pub(super) fn resolve(&self, target: &str) -> Result<Ipv4Addr, String> {
+        match target.parse::<Target>()? {
+            Target::Ip(ip) => Ok(ip),
+            Target::Of { system, kind } => {
+                let ids = self.client(&system, &["show-identities"])?;
+                let addr = ids
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .find(|i| i["kind"] == "main")
+                    .and_then(|i| i["address"].as_str())
+                    .ok_or_else(|| format!("{system}: no main identity"))?;
+                let t = &self.sc.topology;
+                let n = NtkAddress::parse(addr, t).map_err(|e| e.to_string())?;
+                match kind {
+                    AddrKind::Global => ipv4::global_node(t, &n),
+                    AddrKind::Anon => ipv4::anon_node(t, &n),
+                    AddrKind::Internal(k) => ipv4::internal_node(t, &n, k),
+                }
+                .ok_or_else(|| {
+                    format!("{system} ({addr}) has no {target} address (virtual position?)")
+                })
+            }
+        }
+    }
+
+    pub(super) fn ns_of_node(&self, name: &str) -> String {
+        self.hosts
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| self.sys(name).netns.clone())
+    }
+}
