@@ -319,7 +319,8 @@ impl Scenario {
         Self::parse(path, &text)
     }
 
-    /// Parses and checks scenario text (`path` names it in errors and resolves includes).
+    /// Parses and checks scenario text (`path` names it in errors and resolves includes):
+    /// the TOML, then each section in the order later ones refer to earlier ones.
     pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         let c = Ctx { file: path, text };
         let f: File = toml::from_str(text).map_err(|e| ScenarioError {
@@ -328,9 +329,25 @@ impl Scenario {
             field: "toml".into(),
             msg: e.message().to_string(),
         })?;
-        let mut sc = match &f.include {
+        let mut sc = Self::base(&c, &f)?;
+        sc.name = f.name.clone();
+        sc.description = f.description.clone();
+        let mut names = Names::of(&sc);
+        sc.nodes(&c, &f, &mut names)?;
+        sc.graph_section(&c, &f, &names)?;
+        sc.step_section(&c, &f, &names)?;
+        Ok(sc)
+    }
+
+    /// `include` (the included scenario, already checked) or `topology` (an empty one).
+    fn base(c: &Ctx, f: &File) -> Result<Scenario, ScenarioError> {
+        let sc = match &f.include {
             Some(inc) => {
-                let p = path.parent().unwrap_or(Path::new(".")).join(inc.get_ref());
+                let p = c
+                    .file
+                    .parent()
+                    .unwrap_or(Path::new("."))
+                    .join(inc.get_ref());
                 if !p.exists() {
                     return Err(c.err(inc.span(), "include", format!("no file {}", p.display())));
                 }
@@ -339,7 +356,7 @@ impl Scenario {
             None => {
                 let Some(t) = &f.topology else {
                     return Err(ScenarioError {
-                        file: path.display().to_string(),
+                        file: c.file.display().to_string(),
                         line: 1,
                         field: "topology".into(),
                         msg: "missing (e.g. topology = \"4.2.2.2\")".into(),
@@ -377,37 +394,29 @@ impl Scenario {
             }
             let _ = inc;
         }
-        sc.name = f.name.clone();
-        sc.description = f.description.clone();
-        let t = sc.topology.clone();
+        if let (Some(_), Some(t)) = (&f.include, &f.topology) {
+            if t.get_ref() != &sc.topology_text {
+                return Err(c.err(
+                    t.span(),
+                    "topology",
+                    format!(
+                        "differs from the included scenario's '{}'",
+                        sc.topology_text
+                    ),
+                ));
+            }
+        }
+        Ok(sc)
+    }
 
-        // Systems and hosts: names unique across both, MACs and link-locals valid and unique.
-        let mut names: BTreeSet<String> = sc
-            .systems
-            .iter()
-            .map(|s| s.name.get_ref().clone())
-            .chain(sc.hosts.iter().map(|h| h.name.get_ref().clone()))
-            .collect();
-        // From an included scenario: already checked, so they parse.
-        let mut macs: BTreeSet<MacAddr> = sc
-            .systems
-            .iter()
-            .map(|s| &s.mac)
-            .chain(sc.hosts.iter().map(|h| &h.mac))
-            .filter_map(|m| m.get_ref().parse().ok())
-            .collect();
+    /// `[[system]]` and `[[host]]`: names unique across both, MACs and link-locals valid and
+    /// unique, system addresses completely real.
+    fn nodes(&mut self, c: &Ctx, f: &File, names: &mut Names) -> Result<(), ScenarioError> {
+        let t = self.topology.clone();
         for (i, s) in f.systems.iter().enumerate() {
             let field = |x: &str| format!("system[{i}].{x}");
-            new_node(
-                &c,
-                &mut names,
-                &mut macs,
-                &s.name,
-                &s.mac,
-                &s.linklocal,
-                field,
-            )?;
-            let a = parse_addr(&c, &t, &s.address, field("address"))?;
+            names.new_node(c, &s.name, &s.mac, &s.linklocal, field)?;
+            let a = parse_addr(c, &t, &s.address, field("address"))?;
             if !a.is_all_real(&t) {
                 return Err(c.err(
                     s.address.span(),
@@ -425,15 +434,7 @@ impl Scenario {
         }
         for (i, h) in f.hosts.iter().enumerate() {
             let field = |x: &str| format!("host[{i}].{x}");
-            new_node(
-                &c,
-                &mut names,
-                &mut macs,
-                &h.name,
-                &h.mac,
-                &h.linklocal,
-                field,
-            )?;
+            names.new_node(c, &h.name, &h.mac, &h.linklocal, field)?;
             for (k, a) in h.addresses.iter().enumerate() {
                 a.get_ref().parse::<Ipv4Addr>().map_err(|_| {
                     c.err(
@@ -444,33 +445,18 @@ impl Scenario {
                 })?;
             }
         }
-        sc.systems.extend(f.systems.iter().cloned());
-        sc.hosts.extend(f.hosts.iter().cloned());
-        let systems: BTreeSet<String> = sc
+        self.systems.extend(f.systems.iter().cloned());
+        self.hosts.extend(f.hosts.iter().cloned());
+        names
             .systems
-            .iter()
-            .map(|s| s.name.get_ref().clone())
-            .collect();
-        let known_system = |v: &S<String>, field: String| -> Result<(), ScenarioError> {
-            if systems.contains(v.get_ref()) {
-                Ok(())
-            } else {
-                Err(c.err(v.span(), field, format!("unknown system '{}'", v.get_ref())))
-            }
-        };
-        let known_node = |v: &S<String>, field: String| -> Result<(), ScenarioError> {
-            if names.contains(v.get_ref()) {
-                Ok(())
-            } else {
-                Err(c.err(
-                    v.span(),
-                    field,
-                    format!("unknown system or host '{}'", v.get_ref()),
-                ))
-            }
-        };
+            .extend(f.systems.iter().map(|s| s.name.get_ref().clone()));
+        Ok(())
+    }
 
-        // Graphs: identities with valid addresses, systems known, arcs between identities.
+    /// `[graph.NAME]`: identities with valid addresses, systems known, arcs between
+    /// identities of the graph.
+    fn graph_section(&mut self, c: &Ctx, f: &File, names: &Names) -> Result<(), ScenarioError> {
+        let t = self.topology.clone();
         for (g, def) in &f.graphs {
             let mut ids = BTreeSet::new();
             for (i, id) in def.identities.iter().enumerate() {
@@ -482,10 +468,10 @@ impl Scenario {
                         format!("duplicate identity '{}'", id.name.get_ref()),
                     ));
                 }
-                parse_addr(&c, &t, &id.address, field("address"))?;
+                parse_addr(c, &t, &id.address, field("address"))?;
                 match &id.system {
                     Some(s) => {
-                        known_system(s, field("system"))?;
+                        names.known_system(c, s, field("system"))?;
                         if id.index.is_none() {
                             return Err(c.err(
                                 s.span(),
@@ -505,10 +491,10 @@ impl Scenario {
                     }
                 }
                 if let Some(m) = &id.mac {
-                    parse_mac(&c, m, field("mac"))?;
+                    parse_mac(c, m, field("mac"))?;
                 }
                 if let Some(l) = &id.linklocal {
-                    parse_ll(&c, l, field("linklocal"))?;
+                    parse_ll(c, l, field("linklocal"))?;
                 }
             }
             for (k, a) in def.arcs.iter().enumerate() {
@@ -524,9 +510,12 @@ impl Scenario {
                 }
             }
         }
-        sc.graphs.extend(f.graphs.clone());
+        self.graphs.extend(f.graphs.clone());
+        Ok(())
+    }
 
-        // Steps: one action each, references known.
+    /// `[[step]]`: one action each, every system, host, graph and listing it names known.
+    fn step_section(&mut self, c: &Ctx, f: &File, names: &Names) -> Result<(), ScenarioError> {
         for (i, s) in f.steps.iter().enumerate() {
             let field = |x: &str| format!("step[{i}].{x}");
             let actions = [
@@ -544,7 +533,7 @@ impl Scenario {
             .count();
             let at = s.on.as_ref().map_or(0..0, |o| o.span());
             let at = if at.is_empty() {
-                step_span(text, i)
+                step_span(c.text, i)
             } else {
                 at
             };
@@ -553,8 +542,8 @@ impl Scenario {
             }
             if s.run.is_some() || s.shell.is_some() || s.start.is_some() {
                 match &s.on {
-                    Some(o) if s.shell.is_some() => known_node(o, field("on"))?,
-                    Some(o) => known_system(o, field("on"))?,
+                    Some(o) if s.shell.is_some() => names.known_node(c, o, field("on"))?,
+                    Some(o) => names.known_system(c, o, field("on"))?,
                     None => return Err(c.err(at, field("on"), "which system? (on = \"…\")")),
                 }
             }
@@ -564,7 +553,7 @@ impl Scenario {
                 }
             }
             if let Some(g) = &s.feed {
-                if !sc.graphs.contains_key(g.get_ref()) {
+                if !self.graphs.contains_key(g.get_ref()) {
                     return Err(c.err(
                         g.span(),
                         field("feed"),
@@ -573,9 +562,9 @@ impl Scenario {
                 }
             }
             if let Some(k) = &s.check {
-                known_system(&k.on, field("check.on"))?;
+                names.known_system(c, &k.on, field("check.on"))?;
                 if let Some(l) = &k.listing {
-                    if !super::listing::has_section(super::listing::SCENARIO_LISTINGS, l.get_ref())
+                    if !crate::listing::has_section(crate::listing::SCENARIO_LISTINGS, l.get_ref())
                     {
                         return Err(c.err(
                             l.span(),
@@ -595,13 +584,13 @@ impl Scenario {
                 }
             }
             if let Some(p) = &s.ping {
-                known_node(&p.from, field("ping.from"))?;
-                check_target(&c, &p.to, &systems, field("ping.to"))?;
+                names.known_node(c, &p.from, field("ping.from"))?;
+                check_target(c, &p.to, &names.systems, field("ping.to"))?;
                 if let Some(x) = &p.source {
-                    check_target(&c, x, &systems, field("ping.source"))?;
+                    check_target(c, x, &names.systems, field("ping.source"))?;
                 }
                 if let Some(x) = &p.reply_from {
-                    check_target(&c, x, &systems, field("ping.reply_from"))?;
+                    check_target(c, x, &names.systems, field("ping.reply_from"))?;
                 }
                 if !["reply", "unreachable", "no-reply"].contains(&p.expect.get_ref().as_str()) {
                     return Err(c.err(
@@ -615,50 +604,102 @@ impl Scenario {
                 }
             }
             if let Some(u) = &s.udp {
-                known_node(&u.from, field("udp.from"))?;
-                known_node(&u.at, field("udp.at"))?;
-                check_target(&c, &u.to, &systems, field("udp.to"))?;
+                names.known_node(c, &u.from, field("udp.from"))?;
+                names.known_node(c, &u.at, field("udp.at"))?;
+                check_target(c, &u.to, &names.systems, field("udp.to"))?;
                 for x in [&u.source_seen, &u.source_not].into_iter().flatten() {
-                    check_target(&c, x, &systems, field("udp.source"))?;
+                    check_target(c, x, &names.systems, field("udp.source"))?;
                 }
             }
-            sc.steps.push((path.to_path_buf(), s.clone()));
+            self.steps.push((c.file.to_path_buf(), s.clone()));
         }
-        Ok(sc)
+        Ok(())
     }
 }
 
-/// A system's or host's name, MAC and link-local: name valid and unused, MAC well formed and
-/// unused on any segment (systems and hosts share the check), link-local in 169.254/16.
-fn new_node(
-    c: &Ctx,
-    names: &mut BTreeSet<String>,
-    macs: &mut BTreeSet<MacAddr>,
-    name: &S<String>,
-    mac: &S<String>,
-    ll: &S<String>,
-    field: impl Fn(&str) -> String,
-) -> Result<(), ScenarioError> {
-    if !valid_name(name.get_ref()) {
-        return Err(c.err(
-            name.span(),
-            field("name"),
-            format!("'{}': use 1-8 lowercase letters/digits", name.get_ref()),
-        ));
+/// The names a scenario defined so far: systems and hosts (shared namespace), their MACs.
+struct Names {
+    all: BTreeSet<String>,
+    systems: BTreeSet<String>,
+    macs: BTreeSet<MacAddr>,
+}
+
+impl Names {
+    /// The names of an (included, already checked) scenario.
+    fn of(sc: &Scenario) -> Names {
+        Names {
+            all: sc
+                .systems
+                .iter()
+                .map(|s| s.name.get_ref().clone())
+                .chain(sc.hosts.iter().map(|h| h.name.get_ref().clone()))
+                .collect(),
+            systems: sc
+                .systems
+                .iter()
+                .map(|s| s.name.get_ref().clone())
+                .collect(),
+            macs: sc
+                .systems
+                .iter()
+                .map(|s| &s.mac)
+                .chain(sc.hosts.iter().map(|h| &h.mac))
+                .filter_map(|m| m.get_ref().parse().ok())
+                .collect(),
+        }
     }
-    if !names.insert(name.get_ref().clone()) {
-        return Err(c.err(
-            name.span(),
-            field("name"),
-            format!("duplicate name '{}'", name.get_ref()),
-        ));
+
+    fn known_system(&self, c: &Ctx, v: &S<String>, field: String) -> Result<(), ScenarioError> {
+        if self.systems.contains(v.get_ref()) {
+            Ok(())
+        } else {
+            Err(c.err(v.span(), field, format!("unknown system '{}'", v.get_ref())))
+        }
     }
-    let m = parse_mac(c, mac, field("mac"))?;
-    if !macs.insert(m) {
-        return Err(c.err(mac.span(), field("mac"), format!("MAC {m} used twice")));
+
+    fn known_node(&self, c: &Ctx, v: &S<String>, field: String) -> Result<(), ScenarioError> {
+        if self.all.contains(v.get_ref()) {
+            Ok(())
+        } else {
+            Err(c.err(
+                v.span(),
+                field,
+                format!("unknown system or host '{}'", v.get_ref()),
+            ))
+        }
     }
-    parse_ll(c, ll, field("linklocal"))?;
-    Ok(())
+
+    /// A system's or host's name, MAC and link-local: name valid and unused, MAC well formed and
+    /// unused on any segment (systems and hosts share the check), link-local in 169.254/16.
+    fn new_node(
+        &mut self,
+        c: &Ctx,
+        name: &S<String>,
+        mac: &S<String>,
+        ll: &S<String>,
+        field: impl Fn(&str) -> String,
+    ) -> Result<(), ScenarioError> {
+        if !valid_name(name.get_ref()) {
+            return Err(c.err(
+                name.span(),
+                field("name"),
+                format!("'{}': use 1-8 lowercase letters/digits", name.get_ref()),
+            ));
+        }
+        if !self.all.insert(name.get_ref().clone()) {
+            return Err(c.err(
+                name.span(),
+                field("name"),
+                format!("duplicate name '{}'", name.get_ref()),
+            ));
+        }
+        let m = parse_mac(c, mac, field("mac"))?;
+        if !self.macs.insert(m) {
+            return Err(c.err(mac.span(), field("mac"), format!("MAC {m} used twice")));
+        }
+        parse_ll(c, ll, field("linklocal"))?;
+        Ok(())
+    }
 }
 
 fn valid_name(n: &str) -> bool {
