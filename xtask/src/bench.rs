@@ -9,7 +9,7 @@ use std::{path::Path, process::Command};
 use anyhow::{bail, Context, Result};
 use serde_json::{json, Value};
 
-use crate::{clean_cargo, ebpf, root, run, step};
+use crate::{clean_cargo, ebpf, root, run, step, tools};
 
 /// The benches' namespaces share the tests' prefix (`tests/src/lab.rs`).
 const NETNS_PREFIX: &str = "ntkt";
@@ -31,6 +31,7 @@ fn bench_bin(name: &str, args: &[&str]) -> Command {
 }
 
 pub fn run_all(quick: bool) -> Result<()> {
+    tools::ensure(&[tools::RUN, tools::TEST, tools::BENCH])?;
     ebpf::build()?;
     let out = root().join("target/bench");
     std::fs::create_dir_all(&out)?;

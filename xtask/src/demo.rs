@@ -6,7 +6,7 @@ use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context, Result};
 
-use crate::{clean_cargo, ebpf, root, run, step};
+use crate::{clean_cargo, ebpf, root, run, step, tools};
 
 /// The lab's namespaces and pins start with this (`lab/src/runner.rs`).
 const LAB_PREFIX: &str = "ntkl";
@@ -22,18 +22,16 @@ pub fn run_scenario(file: &Path, keep: bool) -> Result<()> {
     if !file.exists() {
         bail!("no scenario file {}", file.display());
     }
+    tools::ensure(&[tools::RUN])?;
     ebpf::build()?;
-    let mut cmd = clean_cargo();
-    cmd.current_dir(root())
-        .args(["build", "-q", "-p", "ntkplane", "-p", "ntkplane-lab"]);
-    run(&mut cmd)?;
+    build_lab()?;
     // Ctrl-C reaches the whole foreground group: the lab runner turns it into a stop and
     // cleans up; this process must outlive it to check the result.
     // SAFETY: setting a signal disposition has no preconditions.
     unsafe {
         libc::signal(libc::SIGINT, libc::SIG_IGN);
     }
-    let bin = root().join("target/debug/ntkplane-lab");
+    let bin = lab_bin();
     let mut lab = Command::new(&bin);
     lab.arg("run").arg(&file);
     if keep {
@@ -52,6 +50,24 @@ pub fn run_scenario(file: &Path, keep: bool) -> Result<()> {
         bail!("the scenario failed ({status})");
     }
     Ok(())
+}
+
+/// `ntkplane-lab ARGS` (check, clean: no eBPF object needed).
+pub fn lab(args: &[&std::ffi::OsStr]) -> Result<()> {
+    build_lab()?;
+    run(Command::new(lab_bin()).args(args))
+}
+
+/// The daemon and the lab binary, side by side in `target/debug/`.
+fn build_lab() -> Result<()> {
+    let mut cmd = clean_cargo();
+    cmd.current_dir(root())
+        .args(["build", "-q", "-p", "ntkplane", "-p", "ntkplane-lab"]);
+    run(&mut cmd)
+}
+
+fn lab_bin() -> std::path::PathBuf {
+    root().join("target/debug/ntkplane-lab")
 }
 
 fn leftovers() -> Vec<String> {

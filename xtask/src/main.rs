@@ -3,6 +3,7 @@ mod bench;
 mod demo;
 mod ebpf;
 mod test;
+mod tools;
 
 use std::{path::PathBuf, process::Command};
 
@@ -24,6 +25,10 @@ enum LabCmd {
         #[arg(long)]
         keep: bool,
     },
+    /// Check a scenario file only (nothing is created)
+    Check { file: PathBuf },
+    /// Remove what kept or interrupted labs left
+    Clean,
 }
 
 #[derive(Subcommand)]
@@ -43,7 +48,7 @@ enum Cmd {
         #[arg(long)]
         keep: bool,
     },
-    /// The lab: `cargo xtask lab run <file> [--keep]`
+    /// The lab: `cargo xtask lab run <file> [--keep] | check <file> | clean`
     Lab {
         #[command(subcommand)]
         cmd: LabCmd,
@@ -56,7 +61,18 @@ enum Cmd {
     },
 }
 
-fn main() -> Result<()> {
+fn main() -> std::process::ExitCode {
+    // One line naming the problem (anyhow's context chain), not a backtrace.
+    match dispatch() {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn dispatch() -> Result<()> {
     match Cli::parse().command {
         Cmd::BuildEbpf => ebpf::build().map(|_| ()),
         Cmd::Test { args } => test::run_all(&args),
@@ -65,9 +81,11 @@ fn main() -> Result<()> {
             &scenario.unwrap_or_else(|| root().join(demo::DEFAULT_SCENARIO)),
             keep,
         ),
-        Cmd::Lab {
-            cmd: LabCmd::Run { file, keep },
-        } => demo::run_scenario(&file, keep),
+        Cmd::Lab { cmd } => match cmd {
+            LabCmd::Run { file, keep } => demo::run_scenario(&file, keep),
+            LabCmd::Check { file } => demo::lab(&["check".as_ref(), file.as_os_str()]),
+            LabCmd::Clean => demo::lab(&["clean".as_ref()]),
+        },
     }
 }
 

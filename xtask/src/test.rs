@@ -3,12 +3,13 @@ use std::process::Command;
 
 use anyhow::Result;
 
-use crate::{clean_cargo, ebpf, root, run, step};
+use crate::{clean_cargo, ebpf, root, run, step, tools};
 
 /// Prefix of the namespaces the integration tests create (`tests/src/lab.rs`).
 const TEST_NETNS_PREFIX: &str = "ntkt";
 
 pub fn run_all(extra: &[String]) -> Result<()> {
+    tools::ensure(&[tools::RUN, tools::TEST])?;
     remove_stale_test_namespaces();
     // 1. The eBPF object first: the control crate embeds it at build time.
     ebpf::build()?;
