@@ -87,6 +87,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     };
+    if code == ExitCode::SUCCESS {
+        lab.mark_passed();
+    } else if !keep {
+        eprintln!("daemon logs kept in {}", lab.log_dir().display());
+    }
     if keep && run.is_ok() {
         print!("{}", lab.keep_hints());
     } else {

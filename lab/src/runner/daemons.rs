@@ -33,8 +33,9 @@ impl Lab<'_> {
             .find(|s| s.name.get_ref() == name)
             .expect("checked at load");
         let s = &self.systems[name];
-        let log = std::fs::File::create(self.dir.join(format!("{name}.log")))
-            .map_err(|e| e.to_string())?;
+        let log_path = self.log_path(name);
+        let log =
+            std::fs::File::create(&log_path).map_err(|e| format!("{}: {e}", log_path.display()))?;
         let mut cmd = Command::new(&self.bin);
         cmd.args(["--instance", &s.instance, "--run-dir"])
             .arg(self.dir.join("run"))
@@ -67,15 +68,53 @@ impl Lab<'_> {
         self.systems.get_mut(name).unwrap().child = Some(child);
         let t0 = Instant::now();
         while self.client(name, &["status"]).is_err() {
+            let sys = self.systems.get_mut(name).unwrap();
+            if let Some(status) = sys.exited() {
+                // Reported here, with its log: not again as a daemon that died later.
+                sys.child = None;
+                return Err(format!(
+                    "the daemon of {name} exited at start ({status}):\n{}",
+                    self.log_tail(name)
+                ));
+            }
             if t0.elapsed() > Duration::from_secs(10) {
                 return Err(format!(
-                    "the daemon of {name} did not come up; see {}",
-                    self.dir.join(format!("{name}.log")).display()
+                    "the daemon of {name} did not answer within 10 s:\n{}",
+                    self.log_tail(name)
                 ));
             }
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    fn log_path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.join(format!("{name}.log"))
+    }
+
+    /// The last lines of a daemon's log, indented, and where the whole log is.
+    pub(super) fn log_tail(&self, name: &str) -> String {
+        let path = self.log_path(name);
+        let text = std::fs::read_to_string(&path).unwrap_or_default();
+        let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+        let mut out: String = lines[lines.len().saturating_sub(6)..]
+            .iter()
+            .map(|l| format!("    | {l}\n"))
+            .collect();
+        out += &format!("    (whole log: {})", path.display());
+        out
+    }
+
+    /// Daemons that exited on their own, each with the end of its log ("" if none did).
+    pub(super) fn dead_daemons(&mut self) -> String {
+        let dead: Vec<(String, std::process::ExitStatus)> = self
+            .systems
+            .iter_mut()
+            .filter_map(|(n, s)| Some((n.clone(), s.exited()?)))
+            .collect();
+        dead.iter()
+            .map(|(n, st)| format!("\n  the daemon of {n} exited ({st}):\n{}", self.log_tail(n)))
+            .collect()
     }
 
     /// One client command to a system's daemon; its JSON reply.

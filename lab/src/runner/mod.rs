@@ -51,8 +51,8 @@ fn stopped() -> bool {
 
 #[derive(Debug, thiserror::Error)]
 pub enum LabError {
-    #[error("setup: {0}")]
-    Setup(String),
+    #[error("setup: {msg}\n  daemon logs kept in {}", logs.display())]
+    Setup { msg: String, logs: PathBuf },
     #[error("step {step} ({title}): {msg}")]
     Step {
         step: usize,
@@ -85,6 +85,13 @@ struct Sys {
     child: Option<Child>,
 }
 
+impl Sys {
+    /// The daemon's exit status if it was started and has exited since.
+    fn exited(&mut self) -> Option<std::process::ExitStatus> {
+        self.child.as_mut()?.try_wait().ok().flatten()
+    }
+}
+
 /// A running lab; dropping it removes everything (unless kept).
 pub struct Lab<'a> {
     sc: &'a Scenario,
@@ -98,6 +105,8 @@ pub struct Lab<'a> {
     /// Last feed sent per (system, identity index): only changes are sent again.
     fed: BTreeMap<(String, u32), Feed>,
     pub results: Vec<CheckResult>,
+    /// Set once the whole run passed: only then are the daemons' logs deleted.
+    passed: bool,
 }
 
 impl<'a> Lab<'a> {
@@ -111,11 +120,14 @@ impl<'a> Lab<'a> {
         let prefix = format!("{LAB_PREFIX}{}", std::process::id() % 10_000);
         let dir = std::env::temp_dir().join(format!("{prefix}-lab"));
         let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).map_err(|e| LabError::Setup(e.to_string()))?;
+        std::fs::create_dir_all(&dir).map_err(|e| LabError::Setup {
+            msg: format!("{}: {e}", dir.display()),
+            logs: dir.clone(),
+        })?;
         let mut lab = Lab {
             sc,
             prefix,
-            dir,
+            dir: dir.clone(),
             namespaces: vec![],
             systems: BTreeMap::new(),
             hosts: BTreeMap::new(),
@@ -123,8 +135,10 @@ impl<'a> Lab<'a> {
             keep: opts.keep,
             fed: BTreeMap::new(),
             results: vec![],
+            passed: false,
         };
-        lab.setup(log).map_err(LabError::Setup)?;
+        lab.setup(log)
+            .map_err(|msg| LabError::Setup { msg, logs: dir })?;
         Ok(lab)
     }
 
@@ -152,7 +166,7 @@ impl<'a> Lab<'a> {
                     return Err(LabError::Step {
                         step: i + 1,
                         title,
-                        msg,
+                        msg: msg + &self.dead_daemons(),
                     });
                 }
             }
@@ -237,8 +251,14 @@ impl<'a> Lab<'a> {
         unreachable!("checked at load: one action per step")
     }
 
+    /// Where the daemons' logs are (kept after a failed run).
     pub fn log_dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// The run passed: the logs can go with the rest of the lab.
+    pub fn mark_passed(&mut self) {
+        self.passed = true;
     }
 }
 

@@ -147,7 +147,12 @@ impl Lab<'_> {
         for n in &self.namespaces {
             let _ = ip(&["netns", "del", n]);
         }
-        let _ = std::fs::remove_dir_all(&self.dir);
+        // The daemons' logs stay after a failure (their folder is named in the error).
+        let _ = std::fs::remove_dir_all(if self.passed {
+            self.dir.clone()
+        } else {
+            self.dir.join("run")
+        });
     }
 }
 
