@@ -307,15 +307,29 @@ fn parse_addr(
     })
 }
 
+/// The largest scenario file read (bytes).
+const MAX_FILE: u64 = 1 << 20;
+
 impl Scenario {
     /// Reads `path` (and its include), checks it, and returns it; nothing is created.
     pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
-        let text = std::fs::read_to_string(path).map_err(|e| ScenarioError {
+        let fail = |msg: String| ScenarioError {
             file: path.display().to_string(),
             line: 0,
             field: "-".into(),
-            msg: format!("cannot read: {e}"),
-        })?;
+            msg,
+        };
+        // A scenario is a page of text: anything larger (or endless, like a device) is a
+        // mistake, refused before it is read.
+        let len = std::fs::metadata(path)
+            .map_err(|e| fail(format!("cannot read: {e}")))?
+            .len();
+        if len > MAX_FILE {
+            return Err(fail(format!(
+                "{len} bytes: a scenario file is at most {MAX_FILE} bytes"
+            )));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| fail(format!("cannot read: {e}")))?;
         Self::parse(path, &text)
     }
 
@@ -348,8 +362,12 @@ impl Scenario {
                     .parent()
                     .unwrap_or(Path::new("."))
                     .join(inc.get_ref());
-                if !p.exists() {
-                    return Err(c.err(inc.span(), "include", format!("no file {}", p.display())));
+                if !p.is_file() {
+                    return Err(c.err(
+                        inc.span(),
+                        "include",
+                        format!("no regular file {}", p.display()),
+                    ));
                 }
                 Scenario::load(&p)?
             }
@@ -572,6 +590,10 @@ impl Scenario {
                             format!("no listing '{}' in the spec's listings", l.get_ref()),
                         ));
                     }
+                }
+                if let Some(t) = &k.tables {
+                    crate::listing::parse_tables(t)
+                        .map_err(|e| c.err(k.on.span(), field("check.tables"), e))?;
                 }
                 for m in k.marks.iter().flat_map(|m| m.keys()) {
                     if m.parse::<MacAddr>().is_err() {

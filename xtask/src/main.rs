@@ -2,6 +2,7 @@
 mod bench;
 mod demo;
 mod ebpf;
+mod fuzz;
 mod test;
 mod tools;
 
@@ -53,6 +54,13 @@ enum Cmd {
         #[command(subcommand)]
         cmd: LabCmd,
     },
+    /// Fuzz a target with cargo-fuzz (installed when missing): scenario
+    Fuzz {
+        target: String,
+        /// How long to run
+        #[arg(long, default_value_t = 60)]
+        seconds: u64,
+    },
     /// Benchmarks: forwarding pps, remapping, route programming, daemon RSS, eBPF per-packet cost.
     Bench {
         /// A short run (about a minute) for CI.
@@ -77,6 +85,7 @@ fn dispatch() -> Result<()> {
         Cmd::BuildEbpf => ebpf::build().map(|_| ()),
         Cmd::Test { args } => test::run_all(&args),
         Cmd::Bench { quick } => bench::run_all(quick),
+        Cmd::Fuzz { target, seconds } => fuzz::run_target(&target, seconds),
         Cmd::Demo { scenario, keep } => demo::run_scenario(
             &scenario.unwrap_or_else(|| root().join(demo::DEFAULT_SCENARIO)),
             keep,
