@@ -419,9 +419,19 @@ impl System {
         let new = op
             .new_identity
             .ok_or(SystemError::NotWaitingPhase2(op_id))?;
-        let h = op.prepare.host_level;
+        let (g, h) = (op.prepare.guest_level, op.prepare.host_level);
         let id = self.identity_mut(new)?;
-        id.address = id.address.with(h - 1, op.prepare.pos2);
+        // The whole moving g-node takes the real position: the neighbours inside it (internal
+        // arcs, coordinate level < g) move with this identity.
+        let before = id.address.clone();
+        for q in id.arcs.values_mut().filter_map(|a| a.qspn.as_mut()) {
+            if let Some(nb) = q.neighbour.as_mut() {
+                if before.coord_of(nb).is_some_and(|c| c.lvl < g) {
+                    *nb = nb.with(h - 1, op.prepare.pos2);
+                }
+            }
+        }
+        id.address = before.with(h - 1, op.prepare.pos2);
         Ok(())
     }
 

@@ -554,4 +554,20 @@ fn internal_arc_in_a_gnode_entry() {
         None,
         "released with the old identity"
     );
+    // Phase 2: the whole g-node takes position 0 at level 1, μ with δ.
+    assert_eq!(s.phase_2(OpKind::Enter, 0, 8191409), Ok(1));
+    let new = s.identity(1).unwrap();
+    assert_eq!(new.address.to_string(), "2.1.0.1");
+    assert_eq!(
+        new.arcs[&0]
+            .qspn
+            .as_ref()
+            .unwrap()
+            .neighbour
+            .as_ref()
+            .unwrap()
+            .to_string(),
+        "2.1.0.0",
+        "the internal neighbour moved with the identity"
+    );
 }
