@@ -10,7 +10,7 @@ use std::{
     os::unix::{fs::PermissionsExt, net::UnixListener},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::json;
@@ -28,6 +28,39 @@ use crate::{
     netns::{Netns, NetnsError},
     system::{Handled, OpKind, PeerMoved, Prepare, System},
 };
+
+/// The model's clock: wall-clock milliseconds since the UNIX epoch read once at start, then
+/// advanced by the monotonic clock (a wall-clock step while the daemon runs does not move it).
+/// Times it gives are persisted (a bootstrap's start), so they keep their meaning across a
+/// restart.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    wall0_ms: u64,
+    mono0: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let wall0_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        Clock {
+            wall0_ms,
+            mono0: Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.wall0_ms + self.mono0.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// M5: how long a migration waits, between preparing the old identity's namespace and
 /// withdrawing the old addresses, for the neighbours to move their routes (Vala: 300 ms).
@@ -110,6 +143,7 @@ pub struct Daemon {
     system_netns: Netns,
     system: System,
     reconcilers: BTreeMap<Option<String>, Reconciler>,
+    clock: Clock,
 }
 
 impl Daemon {
@@ -139,6 +173,7 @@ impl Daemon {
             system_netns,
             system,
             reconcilers: BTreeMap::new(),
+            clock: Clock::new(),
         };
         d.reconcile()?;
         d.finish_dismissals()?;
@@ -356,6 +391,7 @@ impl Daemon {
 
     /// Applies one command.
     pub fn handle(&mut self, req: &Request) -> Response {
+        let now_ms = self.clock.now_ms();
         let mut next = self.system.clone();
         let result: Result<serde_json::Value, crate::system::SystemError> = match req {
             Request::AddIdentityArc {
@@ -449,7 +485,7 @@ impl Daemon {
                     OpKind::Migrate
                 };
                 let moved: Vec<PeerMoved> = internal.iter().map(|m| m.0).collect();
-                next.phase_1(kind, *identity, *op_id, &moved)
+                next.phase_1(kind, *identity, *op_id, &moved, now_ms)
                     .map(|i| json!({ "identity": i }))
             }
             Request::EnterNetPhase2 { identity, op_id } => next
