@@ -71,6 +71,10 @@ struct RunArgs {
     /// Directory for the rt_tables names file (`none` to skip)
     #[arg(long, default_value = "/etc/iproute2/rt_tables.d")]
     rt_tables_dir: String,
+    /// How long a new identity stays in bootstrap without an ETP from outside its moving
+    /// g-node (qspn.md §13.2; the reference's 10000). For tests: a shorter wait.
+    #[arg(long, default_value_t = ntkplane::system::BOOTSTRAP_TIMEOUT_MS, value_name = "MS")]
+    bootstrap_timeout_ms: u64,
 }
 
 #[derive(Args)]
@@ -201,7 +205,7 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
         };
         Ok(System::init(config, &a.address)?)
     };
-    let mut d = Daemon::start(paths, netns.clone(), init)?;
+    let mut d = Daemon::start(paths, netns.clone(), a.bootstrap_timeout_ms, init)?;
     for sig in [
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGINT,

@@ -4,7 +4,7 @@
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, veth, End, Ns},
-    readback::full_dump,
+    readback::{full_dump, ntk_rules, ntk_tables_in, table},
 };
 
 fn system() -> (Ns, Ns) {
@@ -396,4 +396,335 @@ fn commands_bad_input_crash_restart_and_quit() {
         !d.run_dir.join(format!("{}.sock", d.name)).exists(),
         "socket left behind"
     );
+}
+
+// ---- Bootstrap (qspn.md §13.2): a node that enters another network together with its
+// only neighbour. A (`3·1·0·1`, the daemon) and B (`3·1·0·0`, a plain namespace) form the
+// level-1 g-node `3·1·0·`; it enters the host g-node `2·1·` (g = 1, h = 2) at once real at
+// position 0: A₁ = `2·1·0·1`, B₁ = `2·1·0·0`. A₁'s only arc is the internal one towards B.
+
+const A_MAC: &str = "00:16:3E:1A:C4:45";
+const A_LL: &str = "169.254.253.216";
+const B_MAC: &str = "00:16:3E:2D:8D:DE";
+const B_LL: &str = "169.254.119.176";
+
+fn pair() -> (Ns, Ns) {
+    let sys = Ns::new("bsys");
+    let peer = Ns::new("bpeer");
+    veth(
+        End(&sys, "eth1", A_MAC, "192.0.2.1/32"),
+        End(&peer, "eth1", B_MAC, &format!("{B_LL}/32")),
+    );
+    (sys, peer)
+}
+
+fn hc(lvl: usize, pos: u32) -> ntkplane::addr::HCoord {
+    ntkplane::addr::HCoord { lvl, pos }
+}
+
+/// A path through B (arc 0): B's coordinate (0,0) first, then `hops`.
+fn via_b(
+    dest: ntkplane::addr::HCoord,
+    hops: &[ntkplane::addr::HCoord],
+    cost: u64,
+) -> (ntkplane::addr::HCoord, Vec<ntkplane::fwd::Path>) {
+    let mut all = vec![hc(0, 0)];
+    all.extend_from_slice(hops);
+    (
+        dest,
+        vec![ntkplane::fwd::Path {
+            arc: 0,
+            hops: all,
+            cost,
+        }],
+    )
+}
+
+/// The `etp` feed of A₁: B₁ known on arc 0, and these paths.
+fn feed(paths: &[(ntkplane::addr::HCoord, Vec<ntkplane::fwd::Path>)]) -> String {
+    serde_json::json!({
+        "neighbours": [{"arc": 0, "address": "2.1.0.0"}],
+        "paths": paths.iter().map(|(d, p)| serde_json::json!({"dest": d, "paths": p})).collect::<Vec<_>>(),
+    })
+    .to_string()
+}
+
+/// Starts the daemon as A with this bootstrap timeout, makes B a known qspn neighbour, and
+/// enters `2·1·` with B (internal arc). Returns when A₁ (identity 1) exists.
+fn enter_with_b(d: &mut Instance, timeout_ms: &str) {
+    d.start_with(&[
+        "--topology",
+        "4.2.2.2",
+        "--address",
+        "3.1.0.1",
+        "--interface",
+        &format!("eth1={A_LL}"),
+        "--serve-anonymous",
+        "--bootstrap-timeout-ms",
+        timeout_ms,
+    ]);
+    d.ok(&["add-identity-arc", "0", "eth1", B_MAC, B_LL]);
+    assert!(d
+        .ok(&["add-qspn-arc", "0", "eth1", B_MAC])
+        .contains("table: 250"));
+    d.ok(&["set-neighbour", "0", "0", "3.1.0.0"]);
+    d.ok(&["etp", "0", &feed_old()]);
+    d.ok(&[
+        "prepare-enter-net-phase-1",
+        "0",
+        "1",
+        "2",
+        "2.1",
+        "0.0",
+        "2",
+        "3",
+        "0",
+        "4",
+        "2",
+        "1",
+        "[]",
+        "77",
+        "null",
+        "--pseudo",
+        "eth1=02:00:00:00:0A:01@169.254.10.1",
+    ]);
+    let r = d.json(&[
+        "enter-net-phase-1",
+        "0",
+        "77",
+        "--internal",
+        "0=02:00:00:00:0B:01@169.254.11.1",
+    ]);
+    assert_eq!(r["identity"], 1);
+}
+
+/// A₀'s feed before the entry: B known, the path to it.
+fn feed_old() -> String {
+    let (d, p) = via_b(hc(0, 0), &[], 10);
+    serde_json::json!({
+        "neighbours": [{"arc": 0, "address": "3.1.0.0"}],
+        "paths": [{"dest": d, "paths": p}],
+    })
+    .to_string()
+}
+
+/// A₁ in `show-identities`.
+fn a1(d: &Instance) -> serde_json::Value {
+    let ids = d.json(&["show-identities"]);
+    let ids = ids.as_array().unwrap();
+    assert_eq!(
+        ids.len(),
+        1,
+        "the old identity was dismissed (E13): {ids:?}"
+    );
+    assert_eq!(ids[0]["index"], 1);
+    assert_eq!(ids[0]["address"], "2.1.0.1");
+    ids[0].clone()
+}
+
+/// What forwarding-state.md gives for A₁ out of bootstrap knowing `paths`, from an input
+/// written out here: table id → routes.
+fn expected(
+    paths: &[(ntkplane::addr::HCoord, Vec<ntkplane::fwd::Path>)],
+) -> std::collections::BTreeMap<
+    u32,
+    std::collections::BTreeMap<ntkplane::addr::Ipv4Prefix, ntkplane::plan::KRoute>,
+> {
+    use ntkplane::{addr, fwd};
+    let t =
+        addr::Topology::parse_with_base("4.2.2.2", addr::topology::DEFAULT_BASE.parse().unwrap())
+            .unwrap();
+    let input = fwd::IdentityInput {
+        topology: &t,
+        subnet_level: 0,
+        address: addr::NtkAddress::parse("2.1.0.1", &t).unwrap(),
+        main: true,
+        serve_anonymous: true,
+        anonymizer: true,
+        bootstrap_level: None,
+        interfaces: vec![fwd::Interface {
+            name: "eth1".into(),
+            linklocal: A_LL.parse().unwrap(),
+        }],
+        arcs: vec![fwd::Arc {
+            id: 0,
+            dev: "eth1".into(),
+            peer_mac: B_MAC.parse().unwrap(),
+            peer_linklocal: B_LL.parse().unwrap(),
+            qspn: Some(fwd::QspnArc {
+                table: 250,
+                neighbour: Some(hc(0, 0)),
+            }),
+        }],
+        paths: paths.iter().cloned().collect(),
+    };
+    fwd::compute(&input)
+        .unwrap()
+        .tables
+        .into_iter()
+        .map(|(id, t)| {
+            (
+                id,
+                t.routes
+                    .iter()
+                    .map(|(p, r)| (*p, ntkplane::plan::KRoute::from(r)))
+                    .collect(),
+            )
+        })
+        .collect()
+}
+
+/// The kernel's ntk tables in `sys` equal `want`, table by table, route by route; every
+/// forwarding table has its fwmark rule.
+fn assert_tables(
+    sys: &Ns,
+    want: &std::collections::BTreeMap<
+        u32,
+        std::collections::BTreeMap<ntkplane::addr::Ipv4Prefix, ntkplane::plan::KRoute>,
+    >,
+) {
+    assert_eq!(
+        ntk_tables_in(&sys.name),
+        want.keys().copied().collect(),
+        "tables"
+    );
+    for (id, routes) in want {
+        assert_eq!(&table(sys, *id), routes, "table {id}");
+    }
+    let rules = ntk_rules(sys);
+    assert!(
+        rules.iter().any(|(_, m, t)| t == "250" && m.is_some()),
+        "{rules:?}"
+    );
+}
+
+fn ntk_route(sys: &Ns, prefix: &str) -> String {
+    sys.sh(&format!("ip route show table 251 {prefix}"))
+}
+
+/// Test 1: B's ETP carries a path to `2·1·1·` (level h−1 = 1): A₁ processes it and leaves
+/// the bootstrap at once (the timeout is a minute), and every destination with a path is
+/// routed in `ntk` (and B's table) as forwarding-state.md computes it.
+#[test]
+fn bootstrap_ends_on_a_path_to_level_h_minus_1_from_the_inner_neighbour() {
+    require_root();
+    let (sys, _peer) = pair();
+    let mut d = Instance::new(&sys);
+    enter_with_b(&mut d, "60000");
+    let id = a1(&d);
+    assert_eq!(id["bootstrap"], true, "{id}");
+    assert_eq!(
+        id["bootstrap_levels"],
+        serde_json::json!({"guest": 1, "host": 2})
+    );
+    let why = id["bootstrap_waiting_for"].as_str().unwrap();
+    assert!(
+        why.contains("outside the moving g-node") && why.contains("level-1 destination"),
+        "{why}"
+    );
+    assert!(id["bootstrap_for_ms"].as_u64().unwrap() < 60_000, "{id}");
+    assert!(id["bootstrap_gives_up_in_ms"].as_u64().unwrap() > 0, "{id}");
+    // Only the g-node's own destination is routed meanwhile.
+    assert!(ntk_route(&sys, "10.0.0.20/32").contains(&format!("via {B_LL} dev eth1")));
+    assert!(ntk_route(&sys, "10.0.0.22/31").starts_with("unreachable"));
+
+    // B's ETP with a path of level ≥ g but none of level h−1: ignored.
+    let own = via_b(hc(0, 0), &[], 10);
+    let far = via_b(hc(2, 0), &[hc(2, 0)], 30);
+    d.ok(&["etp", "1", &feed(&[own.clone(), far])]);
+    assert_eq!(a1(&d)["bootstrap"], true);
+    assert!(ntk_route(&sys, "10.0.0.16/30").starts_with("unreachable"));
+
+    // B's full ETP: 2·1·1· (level 1 = h−1), 2·0·· and 3··· through it.
+    let all = [
+        own,
+        via_b(hc(1, 1), &[hc(1, 1)], 20),
+        via_b(hc(2, 0), &[hc(1, 1), hc(2, 0)], 30),
+        via_b(hc(3, 3), &[hc(1, 1), hc(3, 3)], 40),
+    ];
+    d.ok(&["etp", "1", &feed(&all)]);
+    let id = a1(&d);
+    assert_eq!(id["bootstrap"], false, "{id}");
+    assert!(id["bootstrap_waiting_for"].is_null() && id["bootstrap_for_ms"].is_null());
+    assert_tables(&sys, &expected(&all));
+    for p in [
+        "10.0.0.20/32",
+        "10.0.0.22/31",
+        "10.0.0.86/31",
+        "10.0.0.16/30",
+        "10.0.0.24/29",
+    ] {
+        let r = ntk_route(&sys, p);
+        assert!(
+            r.contains(&format!("via {B_LL} dev eth1")) && r.contains("src 10.0.0.21"),
+            "{p}: {r}"
+        );
+    }
+    // Every path goes through B: B's own table sends nothing back to it.
+    assert!(table(&sys, 250)
+        .values()
+        .all(|r| !matches!(r, ntkplane::plan::KRoute::Via { .. })));
+}
+
+/// Test 2: B knows nothing from outside. A₁ stays in bootstrap (also across a daemon
+/// restart: the start is persisted) until the give-up wait is over, which the daemon's timer
+/// notices with no command arriving; its tables are then those of an isolated network.
+#[test]
+fn bootstrap_ends_after_the_timeout_without_news_from_outside() {
+    require_root();
+    let (sys, _peer) = pair();
+    let mut d = Instance::new(&sys);
+    let t0 = std::time::Instant::now();
+    enter_with_b(&mut d, "5000");
+    let own = via_b(hc(0, 0), &[], 10);
+    d.ok(&["etp", "1", &feed(std::slice::from_ref(&own))]);
+    let id = a1(&d);
+    assert_eq!(id["bootstrap"], true, "{id}");
+    let isolated = expected(std::slice::from_ref(&own));
+    assert_tables(&sys, &isolated); // bootstrap or not: nothing of level ≥ g is known
+
+    // kill -9 and restart: the bootstrap keeps its start.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let before = a1(&d)["bootstrap_for_ms"].as_u64().unwrap();
+    d.kill9();
+    d.start_with(&[
+        "--topology",
+        "4.2.2.2",
+        "--address",
+        "3.1.0.1",
+        "--interface",
+        &format!("eth1={A_LL}"),
+        "--serve-anonymous",
+        "--bootstrap-timeout-ms",
+        "5000",
+    ]);
+    let id = a1(&d);
+    let elapsed = t0.elapsed().as_millis() as u64;
+    assert!(
+        elapsed < 5_000,
+        "setup too slow for this test: {elapsed} ms"
+    );
+    assert_eq!(id["bootstrap"], true, "{id}");
+    let since = id["bootstrap_for_ms"].as_u64().unwrap();
+    assert!(since > before && since <= elapsed, "{before} → {since}");
+    let left = id["bootstrap_gives_up_in_ms"].as_u64().unwrap();
+    assert!(since + left == 5_000, "{id}");
+
+    // No command until well after the deadline: the timer ends it and persists.
+    std::thread::sleep(std::time::Duration::from_millis(left + 1_000));
+    let state: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.state_file()).unwrap()).unwrap();
+    let persisted = &state["identities"]["1"];
+    assert!(
+        persisted["bootstrap_level"].is_null() && persisted["bootstrap"].is_null(),
+        "{persisted}"
+    );
+    assert_tables(&sys, &isolated);
+    assert_eq!(a1(&d)["bootstrap"], false);
+
+    // Out of bootstrap, a later path counts at once.
+    let far = via_b(hc(2, 0), &[hc(1, 1), hc(2, 0)], 30);
+    d.ok(&["etp", "1", &feed(&[own.clone(), far.clone()])]);
+    assert_tables(&sys, &expected(&[own, far]));
+    assert!(ntk_route(&sys, "10.0.0.16/30").contains(&format!("via {B_LL} dev eth1")));
 }

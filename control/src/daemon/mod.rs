@@ -10,7 +10,7 @@ use std::{
     os::unix::{fs::PermissionsExt, net::UnixListener},
     path::PathBuf,
     sync::atomic::{AtomicBool, Ordering},
-    time::Duration,
+    time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use serde_json::json;
@@ -28,6 +28,42 @@ use crate::{
     netns::{Netns, NetnsError},
     system::{Handled, OpKind, PeerMoved, Prepare, System},
 };
+
+/// How long the serve loop sleeps when no client is waiting (also the timer's resolution).
+const POLL: Duration = Duration::from_millis(20);
+
+/// The model's clock: wall-clock milliseconds since the UNIX epoch read once at start, then
+/// advanced by the monotonic clock (a wall-clock step while the daemon runs does not move it).
+/// Times it gives are persisted (a bootstrap's start), so they keep their meaning across a
+/// restart.
+#[derive(Clone, Copy, Debug)]
+pub struct Clock {
+    wall0_ms: u64,
+    mono0: Instant,
+}
+
+impl Clock {
+    pub fn new() -> Self {
+        let wall0_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        Clock {
+            wall0_ms,
+            mono0: Instant::now(),
+        }
+    }
+
+    pub fn now_ms(&self) -> u64 {
+        self.wall0_ms + self.mono0.elapsed().as_millis() as u64
+    }
+}
+
+impl Default for Clock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
 
 /// M5: how long a migration waits, between preparing the old identity's namespace and
 /// withdrawing the old addresses, for the neighbours to move their routes (Vala: 300 ms).
@@ -110,22 +146,39 @@ pub struct Daemon {
     system_netns: Netns,
     system: System,
     reconcilers: BTreeMap<Option<String>, Reconciler>,
+    clock: Clock,
+    /// qspn.md §13.2's give-up wait ([`crate::system::BOOTSTRAP_TIMEOUT_MS`] unless changed
+    /// with `run --bootstrap-timeout-ms`, for tests).
+    bootstrap_timeout_ms: u64,
 }
 
 impl Daemon {
     /// Starts: refuses a second daemon on the instance, loads the persisted model (or creates
     /// it with `init`), and reconciles the kernel to it (adopting pinned BPF objects).
+    /// Bootstraps keep their persisted start: one whose timeout passed while no daemon ran
+    /// ends now (qspn.md §13.2; QSPN's own timer does not wait for the daemon).
     pub fn start(
         paths: Paths,
         system_netns: Netns,
+        bootstrap_timeout_ms: u64,
         init: impl FnOnce() -> Result<System, DaemonError>,
     ) -> Result<Self, DaemonError> {
         if std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() {
             return Err(DaemonError::AlreadyRunning(paths.instance.clone()));
         }
+        let clock = Clock::new();
         let system = match persist::load(&paths.state()).map_err(io_err("state"))? {
-            Some(s) => {
+            Some(mut s) => {
                 tracing::info!(state = %paths.state().display(), "restarting from the persisted state");
+                let now = clock.now_ms();
+                let resumed = s.resume_bootstraps(now);
+                let ended = s.expire_bootstraps(now, bootstrap_timeout_ms);
+                if !ended.is_empty() {
+                    tracing::info!(identities = ?ended, "bootstrap timed out while no daemon ran");
+                }
+                if resumed || !ended.is_empty() {
+                    persist::save(&paths.state(), &s).map_err(io_err("state"))?;
+                }
                 s
             }
             None => {
@@ -139,6 +192,8 @@ impl Daemon {
             system_netns,
             system,
             reconcilers: BTreeMap::new(),
+            clock,
+            bootstrap_timeout_ms,
         };
         d.reconcile()?;
         d.finish_dismissals()?;
@@ -354,8 +409,51 @@ impl Daemon {
         Ok(())
     }
 
+    /// The timer of qspn.md §13.2: ends the bootstraps whose timeout passed and brings the
+    /// kernel to the new state. Run by the serve loop between clients and before every
+    /// command. A state that cannot be persisted is applied all the same (the persisted start
+    /// times give the same result at the next start); a kernel error is logged, and the next
+    /// command's reconciliation retries.
+    pub fn expire_bootstraps(&mut self) {
+        let now = self.clock.now_ms();
+        let timeout = self.bootstrap_timeout_ms;
+        if self
+            .system
+            .next_bootstrap_deadline(timeout)
+            .is_none_or(|t| t > now)
+        {
+            return;
+        }
+        let mut next = self.system.clone();
+        let ended = next.expire_bootstraps(now, timeout);
+        if let Err(e) = persist::save(&self.paths.state(), &next) {
+            tracing::warn!(%e, "bootstrap timeout: cannot persist the state");
+        }
+        self.system = next;
+        tracing::info!(
+            identities = ?ended,
+            timeout_ms = timeout,
+            "bootstrap over: no ETP from outside the moving g-node (qspn.md §13.2)"
+        );
+        if let Err(e) = self.reconcile() {
+            tracing::error!(%e, "bootstrap timeout: kernel");
+        }
+    }
+
+    /// How long the serve loop may sleep: until the next bootstrap deadline, at most [`POLL`].
+    fn idle_wait(&self) -> Duration {
+        let now = self.clock.now_ms();
+        self.system
+            .next_bootstrap_deadline(self.bootstrap_timeout_ms)
+            .map_or(POLL, |t| {
+                POLL.min(Duration::from_millis(t.saturating_sub(now)))
+            })
+    }
+
     /// Applies one command.
     pub fn handle(&mut self, req: &Request) -> Response {
+        self.expire_bootstraps();
+        let now_ms = self.clock.now_ms();
         let mut next = self.system.clone();
         let result: Result<serde_json::Value, crate::system::SystemError> = match req {
             Request::AddIdentityArc {
@@ -449,7 +547,7 @@ impl Daemon {
                     OpKind::Migrate
                 };
                 let moved: Vec<PeerMoved> = internal.iter().map(|m| m.0).collect();
-                next.phase_1(kind, *identity, *op_id, &moved)
+                next.phase_1(kind, *identity, *op_id, &moved, now_ms)
                     .map(|i| json!({ "identity": i }))
             }
             Request::EnterNetPhase2 { identity, op_id } => next
@@ -562,19 +660,29 @@ impl Daemon {
     }
 
     fn show_identities(&self) -> serde_json::Value {
+        let now = self.clock.now_ms();
         json!(self
             .system
             .identities
             .iter()
-            .map(|(i, id)| json!({
-                "index": i,
-                "address": id.address.to_string(),
-                "kind": if id.is_main() { "main" } else { "connectivity" },
-                "netns": id.netns.as_deref().map_or_else(|| "default".into(), |l| self.netns_name(l)),
-                "connectivity": id.connectivity,
-                "copy_of": id.copy_of,
-                "bootstrap": id.bootstrap_level.is_some(),
-            }))
+            .map(|(i, id)| {
+                let b = self
+                    .system
+                    .bootstrap_status(*i, now, self.bootstrap_timeout_ms);
+                json!({
+                    "index": i,
+                    "address": id.address.to_string(),
+                    "kind": if id.is_main() { "main" } else { "connectivity" },
+                    "netns": id.netns.as_deref().map_or_else(|| "default".into(), |l| self.netns_name(l)),
+                    "connectivity": id.connectivity,
+                    "copy_of": id.copy_of,
+                    "bootstrap": id.bootstrap_level.is_some(),
+                    "bootstrap_levels": b.as_ref().map(|b| json!({"guest": b.guest_level, "host": b.host_level})),
+                    "bootstrap_for_ms": b.as_ref().map(|b| b.elapsed_ms),
+                    "bootstrap_gives_up_in_ms": b.as_ref().map(|b| b.remaining_ms),
+                    "bootstrap_waiting_for": b.as_ref().map(|b| b.waiting_for.clone()),
+                })
+            })
             .collect::<Vec<_>>())
     }
 
@@ -632,10 +740,11 @@ impl Daemon {
             if stop.load(Ordering::Relaxed) {
                 break self.shutdown();
             }
+            self.expire_bootstraps();
             let stream = match listener.accept() {
                 Ok((s, _)) => s,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(Duration::from_millis(20));
+                    std::thread::sleep(self.idle_wait());
                     continue;
                 }
                 Err(e) => break Err(DaemonError::Io(format!("accept: {e}"))),

@@ -15,7 +15,9 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use super::{check_ll, check_mac, Handled, IdArc, Identity, QspnState, System, SystemError};
+use super::{
+    check_ll, check_mac, Bootstrap, Handled, IdArc, Identity, QspnState, System, SystemError,
+};
 use crate::{
     addr::{HCoord, NtkAddress},
     mac::MacAddr,
@@ -193,13 +195,15 @@ impl System {
     /// `enter_net_phase_1` / `migrate_phase_1`: duplicates identity `old` (§6.2, E1–E12 /
     /// M1–M14). Returns the new identity's index. For an entry, the old identity is left
     /// flagged for dismissal ([`System::dismiss_flagged`], E13), to be run once this state
-    /// reached the kernel.
+    /// reached the kernel. The new identity is in bootstrap from `now_ms` on (qspn.md §13.2,
+    /// see [`System::expire_bootstraps`]).
     pub fn phase_1(
         &mut self,
         kind: OpKind,
         old: u32,
         op_id: u64,
         internal: &[PeerMoved],
+        now_ms: u64,
     ) -> Result<u32, SystemError> {
         let t = self.topology();
         let l = t.levels();
@@ -351,6 +355,10 @@ impl System {
             next_arc: i0.next_arc,
             paths: paths1,
             bootstrap_level: Some(g),
+            bootstrap: Some(Bootstrap {
+                host_level: h,
+                since_ms: now_ms,
+            }),
             copy_of: Some(old),
             connectivity: i0.connectivity,
             dismiss: false,
@@ -419,9 +427,21 @@ impl System {
         let new = op
             .new_identity
             .ok_or(SystemError::NotWaitingPhase2(op_id))?;
-        let h = op.prepare.host_level;
+        let (g, h) = (op.prepare.guest_level, op.prepare.host_level);
         let id = self.identity_mut(new)?;
-        id.address = id.address.with(h - 1, op.prepare.pos2);
+        // The whole moving g-node takes the real position: the neighbours inside it (internal
+        // arcs, coordinate level < g) move with this identity.
+        let before = id.address.clone();
+        for q in id.arcs.values_mut().filter_map(|a| a.qspn.as_mut()) {
+            if let Some(nb) = q.neighbour.as_mut() {
+                if before.coord_of(nb).is_some_and(|c| c.lvl < g) {
+                    *nb = nb.with(h - 1, op.prepare.pos2);
+                }
+            }
+        }
+        id.address = before.with(h - 1, op.prepare.pos2);
+        // The neighbours' coordinates are relative to the address.
+        self.end_bootstrap_if_told(new);
         Ok(())
     }
 

@@ -82,7 +82,13 @@ pub struct Identity {
     pub next_arc: u32,
     #[serde(with = "paths_as_list")]
     pub paths: BTreeMap<HCoord, Vec<Path>>,
+    /// While the identity is in bootstrap (qspn.md §13.2): the guest level `g`, the level of
+    /// the g-node that moved with it. Paths towards destinations of level ≥ g are not used.
     pub bootstrap_level: Option<usize>,
+    /// The rest of the bootstrap's facts (host level, start time), set with `bootstrap_level`.
+    /// Absent in a state written before they were recorded (see [`System::resume_bootstraps`]).
+    #[serde(default)]
+    pub bootstrap: Option<Bootstrap>,
     /// The identity this one was duplicated from (until that one is dismissed).
     #[serde(default)]
     pub copy_of: Option<u32>,
@@ -261,6 +267,7 @@ impl System {
             next_arc: 0,
             paths: BTreeMap::new(),
             bootstrap_level: None,
+            bootstrap: None,
             copy_of: None,
             connectivity: None,
             dismiss: false,
@@ -387,12 +394,6 @@ impl System {
             return Err(SystemError::NotQspn { identity: idx, arc });
         }
         let id = self.identity_mut(idx)?;
-        // The first ETP from outside the moving g-node ends the bootstrap (lifecycle.md §2.3).
-        if let (Some(b), Some(c)) = (id.bootstrap_level, id.address.coord_of(&n)) {
-            if c.lvl >= b {
-                id.bootstrap_level = None;
-            }
-        }
         id.arcs
             .get_mut(&arc)
             .unwrap()
@@ -400,6 +401,8 @@ impl System {
             .as_mut()
             .unwrap()
             .neighbour = Some(n);
+        // A neighbour in the host g-node, outside the moving one, ends the bootstrap (§13.2).
+        self.end_bootstrap_if_told(idx);
         Ok(())
     }
 
@@ -433,6 +436,8 @@ impl System {
         } else {
             id.paths.insert(dest, paths);
         }
+        // A path to a destination of level h−1 is knowledge from outside: bootstrap over (§13.2).
+        self.end_bootstrap_if_told(idx);
         Ok(())
     }
 
@@ -633,7 +638,9 @@ fn check_ll(ip: Ipv4Addr) -> Result<(), SystemError> {
     Ok(())
 }
 
+mod bootstrap;
 mod lifecycle;
+pub use bootstrap::{Bootstrap, BootstrapStatus, BOOTSTRAP_TIMEOUT_MS};
 pub use lifecycle::{Connectivity, OpKind, PeerMoved, Pending, Prepare};
 
 #[cfg(test)]

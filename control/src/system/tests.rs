@@ -221,7 +221,7 @@ fn enter_case_1_then_phase_2() {
         (mac("02:00:00:00:05:01"), ip("169.254.133.31")),
     );
     s.prepare(4958850, p).unwrap();
-    assert_eq!(s.phase_1(OpKind::Enter, 0, 4958850, &[]), Ok(1));
+    assert_eq!(s.phase_1(OpKind::Enter, 0, 4958850, &[], 0), Ok(1));
     // Before E13 both identities exist: the old one in entr01 with its pseudo-interface.
     let d = s.desired().unwrap();
     assert_eq!(
@@ -270,7 +270,7 @@ fn enter_case_1_then_phase_2() {
         Err(SystemError::UnknownOp(1))
     );
     assert_eq!(
-        s.phase_1(OpKind::Enter, 0, 4958850, &[]),
+        s.phase_1(OpKind::Enter, 0, 4958850, &[], 0),
         Err(SystemError::PhaseOneDone(4958850))
     );
     assert_eq!(s, before);
@@ -340,7 +340,7 @@ fn migrate_single_node_then_outer_arcs_and_dismissal() {
     bad.pseudo.clear();
     assert_eq!(s.prepare(1, bad), Err(SystemError::NoPseudo("eth1".into())));
     assert_eq!(
-        s.phase_1(OpKind::Migrate, 0, 262359, &[]),
+        s.phase_1(OpKind::Migrate, 0, 262359, &[], 0),
         Err(SystemError::UnknownOp(262359))
     );
     assert_eq!(s, before);
@@ -357,7 +357,7 @@ fn migrate_single_node_then_outer_arcs_and_dismissal() {
         ),
         Err(SystemError::DuplicateOp(262359))
     );
-    assert_eq!(s.phase_1(OpKind::Migrate, 0, 262359, &[]), Ok(1));
+    assert_eq!(s.phase_1(OpKind::Migrate, 0, 262359, &[], 0), Ok(1));
     let (b1, b2) = (s.identity(0).unwrap(), s.identity(1).unwrap());
     assert_eq!(b1.address.to_string(), "2.1.1.3");
     assert_eq!(b1.netns.as_deref(), Some("migr01"));
@@ -481,10 +481,10 @@ fn internal_arc_in_a_gnode_entry() {
     };
     let ext = PeerMoved { arc: 1, ..moved };
     assert_eq!(
-        s.phase_1(OpKind::Enter, 0, 8191409, &[ext]),
+        s.phase_1(OpKind::Enter, 0, 8191409, &[ext], 0),
         Err(SystemError::InternalAndExternal(1))
     );
-    assert_eq!(s.phase_1(OpKind::Enter, 0, 8191409, &[moved]), Ok(1));
+    assert_eq!(s.phase_1(OpKind::Enter, 0, 8191409, &[moved], 0), Ok(1));
     let (old, new) = (s.identity(0).unwrap(), s.identity(1).unwrap());
     assert_eq!(old.address.to_string(), "3.1.2.1");
     assert_eq!(new.address.to_string(), "2.1.2.1");
@@ -514,4 +514,319 @@ fn internal_arc_in_a_gnode_entry() {
         None,
         "released with the old identity"
     );
+    // Phase 2: the whole g-node takes position 0 at level 1, μ with δ.
+    assert_eq!(s.phase_2(OpKind::Enter, 0, 8191409), Ok(1));
+    let new = s.identity(1).unwrap();
+    assert_eq!(new.address.to_string(), "2.1.0.1");
+    assert_eq!(
+        new.arcs[&0]
+            .qspn
+            .as_ref()
+            .unwrap()
+            .neighbour
+            .as_ref()
+            .unwrap()
+            .to_string(),
+        "2.1.0.0",
+        "the internal neighbour moved with the identity"
+    );
+}
+
+// ---- Bootstrap (qspn.md §13.2) of an identity whose only neighbour moved with it.
+
+const A_MAC: &str = "00:16:3E:1A:C4:45";
+const A_LL: &str = "169.254.253.216";
+const B_MAC: &str = "00:16:3E:2D:8D:DE";
+const B_LL: &str = "169.254.119.176";
+/// When phase 1 runs, in ms on the test's clock.
+const T0: u64 = 1_000_000;
+
+fn hc(lvl: usize, pos: u32) -> HCoord {
+    HCoord { lvl, pos }
+}
+
+/// A path through B (arc 0): B's coordinate first, then the given hops.
+fn via_b(dest: HCoord, hops: &[HCoord], cost: u64) -> (HCoord, Vec<Path>) {
+    let mut all = vec![hc(0, 0)];
+    all.extend_from_slice(hops);
+    if dest != hc(0, 0) {
+        assert_eq!(all.last(), Some(&dest));
+    }
+    (
+        dest,
+        vec![Path {
+            arc: 0,
+            hops: all,
+            cost,
+        }],
+    )
+}
+
+/// A (`3·1·0·1`) and its only neighbour B (`3·1·0·0`) form the level-1 g-node `3·1·0·`; it
+/// enters another network as a whole (g = 1) into the host g-node `2·1·` (h = 2), at once
+/// real at position 0 (no pending migration): A₁ = `2·1·0·1` (index 1), B₁ = `2·1·0·0`.
+/// A₁'s only arc is the internal one towards B; the old identity is dismissed (E13).
+fn pair_entered() -> System {
+    let mut c = config();
+    c.nics[0].mac = mac(A_MAC);
+    c.nics[0].linklocal = ip(A_LL);
+    let mut s = System::init(c, "3.1.0.1").unwrap();
+    s.add_identity_arc(0, "eth1", mac(B_MAC), ip(B_LL)).unwrap();
+    assert_eq!(s.add_qspn_arc(0, "eth1", mac(B_MAC)), Ok(250));
+    s.set_neighbour(0, 0, "3.1.0.0").unwrap();
+    let (d, p) = via_b(hc(0, 0), &[], 10);
+    s.set_paths(0, d, p).unwrap();
+    s.prepare(77, prep(OpKind::Enter, 0, 1, 2, &[2, 1], (2, 0, 2)))
+        .unwrap();
+    let moved = PeerMoved {
+        arc: 0,
+        mac: mac("02:00:00:00:0B:01"),
+        linklocal: ip("169.254.11.1"),
+    };
+    assert_eq!(s.phase_1(OpKind::Enter, 0, 77, &[moved], T0), Ok(1));
+    assert_eq!(s.dismiss_flagged(), Ok(vec![0]));
+    let a1 = s.identity(1).unwrap();
+    assert_eq!(a1.address.to_string(), "2.1.0.1");
+    assert_eq!(
+        a1.arcs[&0].qspn.as_ref().unwrap().neighbour,
+        Some(NtkAddress::parse("2.1.0.0", &s.topology()).unwrap()),
+        "B₁ took the real position at level h−1 with A₁ (2·1·2·0 → 2·1·0·0)"
+    );
+    assert_eq!(a1.bootstrap_level, Some(1));
+    assert_eq!(
+        a1.bootstrap,
+        Some(Bootstrap {
+            host_level: 2,
+            since_ms: T0
+        })
+    );
+    s
+}
+
+/// What forwarding-state.md computes for A₁ knowing `paths` and out of bootstrap, from an
+/// input written out here (not taken from the model).
+fn a1_expected(paths: &[(HCoord, Vec<Path>)]) -> KernelState {
+    let t = Topology::parse_with_base("4.2.2.2", "10.0.0.0/8".parse().unwrap()).unwrap();
+    let input = IdentityInput {
+        topology: &t,
+        subnet_level: 0,
+        address: NtkAddress::parse("2.1.0.1", &t).unwrap(),
+        main: true,
+        serve_anonymous: true,
+        anonymizer: true,
+        bootstrap_level: None,
+        interfaces: vec![Interface {
+            name: "eth1".into(),
+            linklocal: ip(A_LL),
+        }],
+        arcs: vec![Arc {
+            id: 0,
+            dev: "eth1".into(),
+            peer_mac: mac(B_MAC),
+            peer_linklocal: ip(B_LL),
+            qspn: Some(QspnArc {
+                table: 250,
+                neighbour: Some(hc(0, 0)),
+            }),
+        }],
+        paths: paths.iter().cloned().collect(),
+    };
+    KernelState::from_forwarding(&fwd::compute(&input).unwrap(), u32::MAX)
+}
+
+fn b1() -> Vec<(u32, String)> {
+    vec![(0, "2.1.0.0".to_string())]
+}
+
+fn route(k: &KernelState, table: u32, prefix: &str) -> crate::plan::KRoute {
+    k.routes[&(table, prefix.parse().unwrap())].clone()
+}
+
+fn via_b_route(src: &str) -> crate::plan::KRoute {
+    crate::plan::KRoute::Via {
+        gw: ip(B_LL),
+        dev: "eth1".into(),
+        src: Some(ip(src)),
+    }
+}
+
+/// Test 1: B's ETP carries a path to a level h−1 = 1 destination (`2·1·1·`, the host
+/// g-node's other half): A₁ processes it and leaves the bootstrap, and every destination
+/// with a path is routed as forwarding-state.md computes it.
+#[test]
+fn bootstrap_ends_on_a_path_to_level_h_minus_1_from_inside() {
+    let mut s = pair_entered();
+    let st = s
+        .bootstrap_status(1, T0 + 1_500, BOOTSTRAP_TIMEOUT_MS)
+        .unwrap();
+    assert_eq!(
+        (
+            st.guest_level,
+            st.host_level,
+            st.elapsed_ms,
+            st.remaining_ms
+        ),
+        (1, 2, 1_500, 8_500)
+    );
+    assert!(
+        st.waiting_for.contains("level 1") && st.waiting_for.contains("level-1 destination"),
+        "{}",
+        st.waiting_for
+    );
+    // An ETP from B (inside the moving g-node) with paths of level ≥ g but none of level
+    // h−1 = 1: ignored, still in bootstrap, level ≥ 1 unreachable.
+    let own = via_b(hc(0, 0), &[], 10);
+    let far = via_b(hc(2, 0), &[hc(2, 0)], 30);
+    s.etp(1, &b1(), &[own.clone(), far.clone()]).unwrap();
+    assert_eq!(s.identity(1).unwrap().bootstrap_level, Some(1));
+    let k = &s.desired().unwrap()[&None].state;
+    assert_eq!(route(k, 251, "10.0.0.20/32"), via_b_route("10.0.0.21"));
+    assert_eq!(
+        route(k, 251, "10.0.0.16/30"),
+        crate::plan::KRoute::Unreachable
+    );
+    // The full ETP: (1,1) = 2·1·1· is of level h−1: bootstrap over.
+    let near = via_b(hc(1, 1), &[hc(1, 1)], 20);
+    let far = via_b(hc(2, 0), &[hc(1, 1), hc(2, 0)], 30);
+    let top = via_b(hc(3, 3), &[hc(1, 1), hc(3, 3)], 40);
+    let all = [own, near, far, top];
+    s.etp(1, &b1(), &all).unwrap();
+    let id = s.identity(1).unwrap();
+    assert_eq!((id.bootstrap_level, id.bootstrap), (None, None));
+    assert_eq!(
+        s.bootstrap_status(1, T0 + 2_000, BOOTSTRAP_TIMEOUT_MS),
+        None
+    );
+    assert_eq!(s.next_bootstrap_deadline(BOOTSTRAP_TIMEOUT_MS), None);
+    let got = s.desired().unwrap();
+    assert_eq!(got.len(), 1);
+    let k = &got[&None].state;
+    assert_eq!(*k, a1_expected(&all));
+    // The same, written out: ntk routes every destination with a path via B (src: own
+    // global, anonymizing → own global too, internal k → own internal k) …
+    for (prefix, src) in [
+        ("10.0.0.20/32", "10.0.0.21"), // (0,0) B₁ global
+        ("10.0.0.22/31", "10.0.0.21"), // (1,1) 2·1·1· global
+        ("10.0.0.86/31", "10.0.0.21"), // (1,1) anonymizing
+        ("10.0.0.16/30", "10.0.0.21"), // (2,0) 2·0·· global
+        ("10.0.0.24/29", "10.0.0.21"), // (3,3) 3··· global
+    ] {
+        assert_eq!(route(k, 251, prefix), via_b_route(src), "ntk {prefix}");
+    }
+    // … the other destinations are unreachable (no path) …
+    for prefix in ["10.0.0.0/29", "10.0.0.8/29", "10.0.0.64/29"] {
+        assert_eq!(
+            route(k, 251, prefix),
+            crate::plan::KRoute::Unreachable,
+            "ntk {prefix}"
+        );
+    }
+    // … and B's own table (fwmark rule on) routes nothing back through B: every path
+    // contains B's coordinate (0,0); its level-0 internal prefix is a blackhole.
+    assert!(k.rules.iter().any(|r| r.table == 250));
+    let t250: Vec<_> = k.routes.iter().filter(|((t, _), _)| *t == 250).collect();
+    assert_eq!(t250.len(), 18);
+    assert!(t250.iter().all(|(_, r)| matches!(
+        r,
+        crate::plan::KRoute::Unreachable | crate::plan::KRoute::Blackhole
+    )));
+    assert_eq!(
+        route(k, 250, "10.0.0.22/31"),
+        crate::plan::KRoute::Unreachable
+    );
+}
+
+/// Test 2: B knows nothing from outside: A₁ leaves the bootstrap only when the give-up wait
+/// (10 s) is over, and its tables are those of an isolated network (its g-node only).
+#[test]
+fn bootstrap_ends_after_the_timeout_without_news_from_outside() {
+    let mut s = pair_entered();
+    let own = via_b(hc(0, 0), &[], 10);
+    s.etp(1, &b1(), std::slice::from_ref(&own)).unwrap();
+    assert_eq!(s.identity(1).unwrap().bootstrap_level, Some(1));
+    assert_eq!(
+        s.next_bootstrap_deadline(BOOTSTRAP_TIMEOUT_MS),
+        Some(T0 + 10_000)
+    );
+    let before = s.clone();
+    assert_eq!(
+        s.expire_bootstraps(T0 + 9_999, BOOTSTRAP_TIMEOUT_MS),
+        Vec::<u32>::new()
+    );
+    assert_eq!(s, before, "nothing changes before the deadline");
+    assert_eq!(
+        s.expire_bootstraps(T0 + 10_001, BOOTSTRAP_TIMEOUT_MS),
+        vec![1]
+    );
+    let id = s.identity(1).unwrap();
+    assert_eq!((id.bootstrap_level, id.bootstrap), (None, None));
+    assert_eq!(
+        s.expire_bootstraps(T0 + 20_000, BOOTSTRAP_TIMEOUT_MS),
+        Vec::<u32>::new()
+    );
+    let k = &s.desired().unwrap()[&None].state;
+    assert_eq!(*k, a1_expected(std::slice::from_ref(&own)));
+    assert_eq!(route(k, 251, "10.0.0.20/32"), via_b_route("10.0.0.21"));
+    let routed = k
+        .routes
+        .iter()
+        .filter(|((t, _), r)| *t == 251 && matches!(r, crate::plan::KRoute::Via { .. }))
+        .count();
+    assert_eq!(
+        routed, 5,
+        "only B₁'s prefixes (global, anonymizing, internal 1, 2, 3)"
+    );
+    assert_eq!(
+        route(k, 251, "10.0.0.22/31"),
+        crate::plan::KRoute::Unreachable
+    );
+    // Out of bootstrap, any later path counts at once (an outside arc appeared).
+    let far = via_b(hc(2, 0), &[hc(1, 1), hc(2, 0)], 30);
+    s.etp(1, &b1(), &[own.clone(), far.clone()]).unwrap();
+    let k = &s.desired().unwrap()[&None].state;
+    assert_eq!(*k, a1_expected(&[own, far]));
+    assert_eq!(route(k, 251, "10.0.0.16/30"), via_b_route("10.0.0.21"));
+}
+
+/// §13.2's neighbour rule: a neighbour outside the host g-node (coordinate level ≥ h) does
+/// not end the bootstrap, one in the host g-node outside the moving one (g ≤ level < h) does.
+#[test]
+fn bootstrap_ends_on_a_neighbour_in_the_host_gnode_only() {
+    let mut s = pair_entered();
+    let (c_far, c_near) = (mac("02:00:00:00:0C:01"), mac("02:00:00:00:0C:02"));
+    for (m, ll) in [(c_far, "169.254.12.1"), (c_near, "169.254.12.2")] {
+        s.add_identity_arc(1, "eth1", m, ip(ll)).unwrap();
+        s.add_qspn_arc(1, "eth1", m).unwrap();
+    }
+    s.set_neighbour(1, 1, "2.0.1.0").unwrap(); // coordinate (2,0): outside the host g-node
+    assert_eq!(s.identity(1).unwrap().bootstrap_level, Some(1));
+    s.set_neighbour(1, 2, "2.1.1.0").unwrap(); // coordinate (1,1)
+    assert_eq!(s.identity(1).unwrap().bootstrap_level, None);
+}
+
+/// The bootstrap's start is persisted; a state written before it was recorded, or a start
+/// in the future (clock set back), restarts the wait at load.
+#[test]
+fn bootstrap_start_survives_persistence_and_resumes_sensibly() {
+    let mut s = pair_entered();
+    let json = serde_json::to_string(&s).unwrap();
+    assert!(json.contains("\"since_ms\":1000000"), "{json}");
+    assert_eq!(serde_json::from_str::<System>(&json).unwrap(), s);
+    assert!(!s.resume_bootstraps(T0 + 5_000), "a recorded start is kept");
+    // Written before this field existed: no `bootstrap` key.
+    let old = json.replace("\"bootstrap\":{\"host_level\":2,\"since_ms\":1000000},", "");
+    assert_ne!(old, json);
+    let mut o: System = serde_json::from_str(&old).unwrap();
+    assert_eq!(o.identity(1).unwrap().bootstrap, None);
+    assert!(o.resume_bootstraps(T0 + 5_000));
+    assert_eq!(
+        o.identity(1).unwrap().bootstrap,
+        Some(Bootstrap {
+            host_level: 4,
+            since_ms: T0 + 5_000
+        })
+    );
+    // A start in the future: moved to now.
+    assert!(s.resume_bootstraps(T0 - 1));
+    assert_eq!(s.identity(1).unwrap().bootstrap.unwrap().since_ms, T0 - 1);
 }
