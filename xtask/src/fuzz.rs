@@ -60,7 +60,10 @@ pub fn run_target(name: &str, seconds: u64) -> Result<()> {
             t.name
         )
     })?;
-    step(format!("fuzz target '{}': no failure in {seconds} s", t.name));
+    step(format!(
+        "fuzz target '{}': no failure in {seconds} s",
+        t.name
+    ));
     Ok(())
 }
 

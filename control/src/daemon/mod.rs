@@ -3,6 +3,7 @@
 //! model, validated, persisted, then the kernel is reconciled to the new model.
 pub mod persist;
 pub mod proto;
+pub mod reply;
 
 use std::{
     collections::BTreeMap,
@@ -12,8 +13,6 @@ use std::{
     sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
-
-use serde_json::json;
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
@@ -463,34 +462,34 @@ impl Daemon {
                 peer_linklocal,
             } => next
                 .add_identity_arc(*identity, nic, *peer_mac, *peer_linklocal)
-                .map(|arc| json!({ "arc": arc })),
+                .map(|arc| data(reply::ArcAdded { arc })),
             Request::AddQspnArc {
                 identity,
                 nic,
                 peer_mac,
             } => next
                 .add_qspn_arc(*identity, nic, *peer_mac)
-                .map(|t| json!({ "table": t, "mark": t })),
+                .map(|t| data(reply::QspnArcAdded { table: t, mark: t })),
             Request::SetNeighbour {
                 identity,
                 arc,
                 address,
             } => next
                 .set_neighbour(*identity, *arc, address)
-                .map(|_| json!({})),
+                .map(|_| data(reply::Done {})),
             Request::SetPaths {
                 identity,
                 dest,
                 paths,
             } => next
                 .set_paths(*identity, *dest, paths.0.clone())
-                .map(|_| json!({})),
-            Request::RemovePaths { identity, dest } => {
-                next.set_paths(*identity, *dest, vec![]).map(|_| json!({}))
-            }
-            Request::RemoveArc { identity, arc } => {
-                next.remove_arc(*identity, *arc).map(|_| json!({}))
-            }
+                .map(|_| data(reply::Done {})),
+            Request::RemovePaths { identity, dest } => next
+                .set_paths(*identity, *dest, vec![])
+                .map(|_| data(reply::Done {})),
+            Request::RemoveArc { identity, arc } => next
+                .remove_arc(*identity, *arc)
+                .map(|_| data(reply::Done {})),
             Request::Etp { identity, feed } => {
                 let nb: Vec<(u32, String)> = feed
                     .neighbours
@@ -502,7 +501,7 @@ impl Daemon {
                     .iter()
                     .map(|d| (d.dest, d.paths.clone()))
                     .collect();
-                next.etp(*identity, &nb, &ps).map(|_| json!({}))
+                next.etp(*identity, &nb, &ps).map(|_| data(reply::Done {}))
             }
             Request::PrepareEnterNetPhase1 {
                 args,
@@ -518,7 +517,7 @@ impl Daemon {
                     pseudo,
                 ));
                 next.prepare(*op_id, p.clone())
-                    .map(|_| json!({ "pseudo": p.pseudo }))
+                    .map(|_| data(reply::Prepared { pseudo: p.pseudo }))
             }
             Request::PrepareMigratePhase1 {
                 args,
@@ -529,7 +528,7 @@ impl Daemon {
                 let p =
                     self.with_pseudo(args.to_prepare(OpKind::Migrate, vec![], *prev_op_id, pseudo));
                 next.prepare(*op_id, p.clone())
-                    .map(|_| json!({ "pseudo": p.pseudo }))
+                    .map(|_| data(reply::Prepared { pseudo: p.pseudo }))
             }
             Request::EnterNetPhase1 {
                 identity,
@@ -548,14 +547,14 @@ impl Daemon {
                 };
                 let moved: Vec<PeerMoved> = internal.iter().map(|m| m.0).collect();
                 next.phase_1(kind, *identity, *op_id, &moved, now_ms)
-                    .map(|i| json!({ "identity": i }))
+                    .map(|identity| data(reply::IdentityIndex { identity }))
             }
             Request::EnterNetPhase2 { identity, op_id } => next
                 .phase_2(OpKind::Enter, *identity, *op_id)
-                .map(|i| json!({ "identity": i })),
+                .map(|identity| data(reply::IdentityIndex { identity })),
             Request::MigratePhase2 { identity, op_id } => next
                 .phase_2(OpKind::Migrate, *identity, *op_id)
-                .map(|i| json!({ "identity": i })),
+                .map(|identity| data(reply::IdentityIndex { identity })),
             Request::NeighbourMigrated {
                 identity,
                 arc,
@@ -563,19 +562,24 @@ impl Daemon {
                 peer_linklocal,
             } => next
                 .neighbour_migrated(*identity, *arc, *peer_mac, *peer_linklocal)
-                .map(|a| json!({ "arc": a })),
+                .map(|arc| data(reply::ArcAdded { arc })),
             Request::RemoveOuterArcs { identity } => next
                 .remove_outer_arcs(*identity)
-                .map(|a| json!({ "removed_arcs": a })),
+                .map(|removed_arcs| data(reply::ArcsRemoved { removed_arcs })),
             Request::RemoveIdentity { identity } => next
                 .dismiss(*identity)
-                .map(|a| json!({ "removed_identities": a })),
+                .map(|removed_identities| data(reply::IdentitiesRemoved { removed_identities })),
             Request::CheckConnectivity { identity } => {
                 return match self.system.check_connectivity(*identity) {
-                    Ok(c) => Response::ok(json!({
-                        "removable": c.removable,
-                        "message": if c.removable { "This identity can be removed." } else { "This identity CANNOT be removed." },
-                        "needed_for": c.needed_for,
+                    Ok(c) => Response::ok(data(reply::Connectivity {
+                        removable: c.removable,
+                        message: if c.removable {
+                            "This identity can be removed."
+                        } else {
+                            "This identity CANNOT be removed."
+                        }
+                        .into(),
+                        needed_for: c.needed_for,
                     })),
                     Err(e) => Response::err(e),
                 }
@@ -583,13 +587,13 @@ impl Daemon {
             Request::ShowIdentities => return Response::ok(self.show_identities()),
             Request::ShowArcs { identity } => {
                 return match self.system.identity(*identity) {
-                    Ok(id) => Response::ok(json!(id.arcs)),
+                    Ok(id) => Response::ok(data(&id.arcs)),
                     Err(e) => Response::err(e),
                 }
             }
             Request::ShowTables => return self.show_tables(),
             Request::Status => return Response::ok(self.status()),
-            Request::Quit => return Response::ok(json!({})),
+            Request::Quit => return Response::ok(data(reply::Done {})),
         };
         let data = match result.and_then(|d| next.desired().map(|_| d)) {
             Ok(d) => d,
@@ -661,7 +665,7 @@ impl Daemon {
 
     fn show_identities(&self) -> serde_json::Value {
         let now = self.clock.now_ms();
-        json!(self
+        let rows: Vec<reply::IdentityRow> = self
             .system
             .identities
             .iter()
@@ -669,21 +673,32 @@ impl Daemon {
                 let b = self
                     .system
                     .bootstrap_status(*i, now, self.bootstrap_timeout_ms);
-                json!({
-                    "index": i,
-                    "address": id.address.to_string(),
-                    "kind": if id.is_main() { "main" } else { "connectivity" },
-                    "netns": id.netns.as_deref().map_or_else(|| "default".into(), |l| self.netns_name(l)),
-                    "connectivity": id.connectivity,
-                    "copy_of": id.copy_of,
-                    "bootstrap": id.bootstrap_level.is_some(),
-                    "bootstrap_levels": b.as_ref().map(|b| json!({"guest": b.guest_level, "host": b.host_level})),
-                    "bootstrap_for_ms": b.as_ref().map(|b| b.elapsed_ms),
-                    "bootstrap_gives_up_in_ms": b.as_ref().map(|b| b.remaining_ms),
-                    "bootstrap_waiting_for": b.as_ref().map(|b| b.waiting_for.clone()),
-                })
+                reply::IdentityRow {
+                    index: *i,
+                    address: id.address.to_string(),
+                    kind: if id.is_main() {
+                        reply::IdentityKind::Main
+                    } else {
+                        reply::IdentityKind::Connectivity
+                    },
+                    netns: id
+                        .netns
+                        .as_deref()
+                        .map_or_else(|| "default".into(), |l| self.netns_name(l)),
+                    connectivity: id.connectivity,
+                    copy_of: id.copy_of,
+                    bootstrap: id.bootstrap_level.is_some(),
+                    bootstrap_levels: b.as_ref().map(|b| reply::BootstrapLevels {
+                        guest: b.guest_level,
+                        host: b.host_level,
+                    }),
+                    bootstrap_for_ms: b.as_ref().map(|b| b.elapsed_ms),
+                    bootstrap_gives_up_in_ms: b.as_ref().map(|b| b.remaining_ms),
+                    bootstrap_waiting_for: b.map(|b| b.waiting_for),
+                }
             })
-            .collect::<Vec<_>>())
+            .collect();
+        data(rows)
     }
 
     fn show_tables(&self) -> Response {
@@ -701,28 +716,41 @@ impl Daemon {
                     (Some(c), Some(m)) => c.counters(m).ok().flatten().map(|c| c.packets),
                     _ => None,
                 };
-                out.push(json!({
-                    "netns": ns.clone().unwrap_or_else(|| "default".into()),
-                    "table": id, "name": name, "routes": routes,
-                    "rule": d.state.rules.iter().any(|r| r.table == *id),
-                    "packets": packets,
-                }));
+                out.push(reply::TableRow {
+                    netns: ns.clone().unwrap_or_else(|| "default".into()),
+                    table: *id,
+                    name: name.clone(),
+                    routes,
+                    rule: d.state.rules.iter().any(|r| r.table == *id),
+                    packets,
+                });
             }
         }
-        Response::ok(json!(out))
+        Response::ok(data(out))
     }
 
     fn status(&self) -> serde_json::Value {
-        json!({
-            "instance": self.paths.instance,
-            "topology": self.system.config.topology,
-            "identities": self.system.identities.len(),
-            "namespaces": self.reconcilers.keys().map(|k| k.clone().unwrap_or_else(|| "default".into())).collect::<Vec<_>>(),
-            "tables": self.system.tables.all().count(),
-            "pending_operations": self.system.ops.iter().map(|(op, p)| json!({
-                "op_id": op, "kind": p.prepare.kind, "identity": p.prepare.old,
-                "waiting_phase_2": p.new_identity,
-            })).collect::<Vec<_>>(),
+        data(reply::Status {
+            instance: self.paths.instance.clone(),
+            topology: self.system.config.topology.clone(),
+            identities: self.system.identities.len(),
+            namespaces: self
+                .reconcilers
+                .keys()
+                .map(|k| k.clone().unwrap_or_else(|| "default".into()))
+                .collect(),
+            tables: self.system.tables.all().count(),
+            pending_operations: self
+                .system
+                .ops
+                .iter()
+                .map(|(op, p)| reply::PendingOp {
+                    op_id: *op,
+                    kind: p.prepare.kind,
+                    identity: p.prepare.old,
+                    waiting_phase_2: p.new_identity,
+                })
+                .collect(),
         })
     }
 
@@ -769,7 +797,7 @@ impl Daemon {
                         Ok(Request::Quit) => {
                             quit = true;
                             match self.shutdown() {
-                                Ok(()) => Response::ok(json!({})),
+                                Ok(()) => Response::ok(data(reply::Done {})),
                                 Err(e) => Response::err(e),
                             }
                         }
@@ -792,4 +820,9 @@ impl Daemon {
         let _ = std::fs::remove_file(&sock);
         result
     }
+}
+
+/// A reply's `data`: every reply type serializes.
+fn data(reply: impl serde::Serialize) -> serde_json::Value {
+    serde_json::to_value(reply).expect("reply types serialize to JSON")
 }

@@ -7,10 +7,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use clap::Parser;
 use ntkplane::{
     addr::{ipv4, NtkAddress},
+    daemon::{proto::Request, reply, Paths},
     mac::MacAddr,
 };
+use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::{Lab, Sys};
@@ -67,7 +70,7 @@ impl Lab<'_> {
             .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
         self.systems.get_mut(name).unwrap().child = Some(child);
         let t0 = Instant::now();
-        while self.client(name, &["status"]).is_err() {
+        while self.ask::<reply::Status>(name, &Request::Status).is_err() {
             let sys = self.systems.get_mut(name).unwrap();
             if let Some(status) = sys.exited() {
                 // Reported here, with its log: not again as a daemon that died later.
@@ -117,37 +120,57 @@ impl Lab<'_> {
             .collect()
     }
 
-    /// One client command to a system's daemon; its JSON reply.
+    /// A scenario's `run` step: the command line parsed as the `ntkplane` client parses it,
+    /// sent to the system's daemon; the reply's data.
     pub fn client(&self, system: &str, args: &[&str]) -> Result<Value, String> {
-        let s = self.sys(system);
-        let out = Command::new(&self.bin)
-            .args(["--instance", &s.instance, "--run-dir"])
-            .arg(self.dir.join("run"))
-            .arg("--json")
-            .args(args)
-            .output()
-            .map_err(|e| format!("cannot run the client: {e}"))?;
-        if !out.status.success() {
-            return Err(format!(
-                "{system}: ntkplane {}: {}",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr).trim()
-            ));
+        let line = || format!("{system}: ntkplane {}", args.join(" "));
+        let req = ClientLine::try_parse_from(args)
+            .map_err(|e| {
+                let text = e.to_string();
+                let first = text.lines().next().unwrap_or_default();
+                format!("{}: {}", line(), first.trim_start_matches("error: "))
+            })?
+            .req;
+        self.send(system, &req)
+            .map_err(|e| format!("{}: {e}", line()))
+    }
+
+    /// One request to a system's daemon over its control socket; the reply's data.
+    pub(super) fn send(&self, system: &str, req: &Request) -> Result<Value, String> {
+        let socket = Paths {
+            run_dir: self.dir.join("run"),
+            ..Paths::new(&self.sys(system).instance)
         }
-        let text = String::from_utf8_lossy(&out.stdout);
-        Ok(serde_json::from_str(&text).unwrap_or(Value::String(text.trim().to_string())))
+        .socket();
+        match ntkplane::cli::send(&socket, req) {
+            Ok(r) if r.ok => Ok(r.data),
+            Ok(r) => Err(r.error.unwrap_or_else(|| "refused".into())),
+            Err(e) => Err(e.to_string()),
+        }
+    }
+
+    /// [`Self::send`] for a request whose reply the lab reads: typed.
+    pub(super) fn ask<T: DeserializeOwned>(
+        &self,
+        system: &str,
+        req: &Request,
+    ) -> Result<T, String> {
+        let data = self
+            .send(system, req)
+            .map_err(|e| format!("{system}: {e}"))?;
+        serde_json::from_value(data).map_err(|e| format!("{system}: unexpected reply: {e}"))
+    }
+
+    /// The arcs of identity `idx`.
+    fn arcs(&self, system: &str, identity: u32) -> Result<reply::Arcs, String> {
+        self.ask(system, &Request::ShowArcs { identity })
     }
 
     /// The daemon's arc index of identity `idx` towards `mac`.
     pub(super) fn arc_to(&self, system: &str, idx: u32, mac: MacAddr) -> Result<u32, String> {
-        let arcs = self.client(system, &["show-arcs", &idx.to_string()])?;
-        arcs.as_object()
-            .and_then(|m| {
-                m.iter().find_map(|(k, a)| {
-                    (a["peer_mac"].as_str()?.parse::<MacAddr>().ok()? == mac)
-                        .then(|| k.parse().ok())?
-                })
-            })
+        self.arcs(system, idx)?
+            .into_iter()
+            .find_map(|(k, a)| (a.peer_mac == mac).then_some(k))
             .ok_or_else(|| format!("{system}: identity {idx} has no arc to {mac}"))
     }
 
@@ -236,12 +259,10 @@ impl Lab<'_> {
                 continue;
             };
             let system = s.get_ref().clone();
-            let arcs = self.client(&system, &["show-arcs", &idx.to_string()])?;
-            let by_mac: BTreeMap<MacAddr, u32> = arcs
-                .as_object()
+            let by_mac: BTreeMap<MacAddr, u32> = self
+                .arcs(&system, idx)?
                 .into_iter()
-                .flatten()
-                .filter_map(|(k, a)| Some((a["peer_mac"].as_str()?.parse().ok()?, k.parse().ok()?)))
+                .map(|(k, a)| (a.peer_mac, k))
                 .collect();
             let f = feed_for(&net, i.name.get_ref(), |m| by_mac.get(&m).copied())
                 .map_err(|e| e.to_string())?;
@@ -249,9 +270,12 @@ impl Lab<'_> {
             if self.fed.get(&key) == Some(&f) {
                 continue;
             }
-            self.client(
+            self.ask::<reply::Done>(
                 &system,
-                &["etp", &idx.to_string(), &serde_json::to_string(&f).unwrap()],
+                &Request::Etp {
+                    identity: idx,
+                    feed: f.clone(),
+                },
             )?;
             sent.push(format!("{}[{idx}]", i.name.get_ref()));
             self.fed.insert(key, f);
@@ -273,14 +297,12 @@ impl Lab<'_> {
         match target.parse::<Target>()? {
             Target::Ip(ip) => Ok(ip),
             Target::Of { system, kind } => {
-                let ids = self.client(&system, &["show-identities"])?;
-                let addr = ids
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .find(|i| i["kind"] == "main")
-                    .and_then(|i| i["address"].as_str())
-                    .ok_or_else(|| format!("{system}: no main identity"))?;
+                let ids: Vec<reply::IdentityRow> = self.ask(&system, &Request::ShowIdentities)?;
+                let addr = &ids
+                    .iter()
+                    .find(|i| i.kind == reply::IdentityKind::Main)
+                    .ok_or_else(|| format!("{system}: no main identity"))?
+                    .address;
                 let t = &self.sc.topology;
                 let n = NtkAddress::parse(addr, t).map_err(|e| e.to_string())?;
                 match kind {
@@ -301,4 +323,12 @@ impl Lab<'_> {
             .cloned()
             .unwrap_or_else(|| self.sys(name).netns.clone())
     }
+}
+
+/// A `run` step's arguments, parsed by the client's own definitions.
+#[derive(clap::Parser)]
+#[command(name = "ntkplane", no_binary_name = true)]
+struct ClientLine {
+    #[command(subcommand)]
+    req: Request,
 }

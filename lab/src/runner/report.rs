@@ -2,6 +2,8 @@
 //! outcome; and how to look at a kept lab.
 use std::{fmt::Write as _, net::Ipv4Addr, process::Command};
 
+use ntkplane::daemon::{proto::Request, reply};
+
 use super::{CheckResult, Lab, LAB_PREFIX};
 use crate::readback;
 
@@ -17,31 +19,29 @@ impl Lab<'_> {
                 "\n== {name} (instance {}, namespace {})",
                 s.instance, s.netns
             );
-            let Ok(ids) = self.client(name, &["show-identities"]) else {
+            let Ok(ids) = self.ask::<Vec<reply::IdentityRow>>(name, &Request::ShowIdentities)
+            else {
                 let _ = writeln!(r, "  daemon not running");
                 continue;
             };
-            for i in ids.as_array().into_iter().flatten() {
+            for i in &ids {
                 let _ = writeln!(
                     r,
                     "  identity {} {} {} in {}",
-                    i["index"],
-                    i["kind"].as_str().unwrap_or(""),
-                    i["address"].as_str().unwrap_or(""),
-                    i["netns"].as_str().unwrap_or("")
+                    i.index, i.kind, i.address, i.netns
                 );
             }
-            if let Ok(t) = self.client(name, &["show-tables"]) {
-                for t in t.as_array().into_iter().flatten() {
+            if let Ok(tables) = self.ask::<Vec<reply::TableRow>>(name, &Request::ShowTables) {
+                for t in &tables {
                     let _ = writeln!(
                         r,
                         "    [{}] table {} {:<28} {:>3} routes, rule {}, packets {}",
-                        t["netns"].as_str().unwrap_or(""),
-                        t["table"],
-                        t["name"].as_str().unwrap_or(""),
-                        t["routes"],
-                        if t["rule"] == true { "yes" } else { "no" },
-                        t["packets"].as_u64().map_or("-".into(), |p| p.to_string())
+                        t.netns,
+                        t.table,
+                        t.name,
+                        t.routes,
+                        if t.rule { "yes" } else { "no" },
+                        t.packets.map_or("-".into(), |p| p.to_string())
                     );
                 }
             }

@@ -8,6 +8,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use ntkplane::daemon::proto::Request;
+
 use super::{Lab, Sys, LAB_PREFIX};
 
 impl Lab<'_> {
@@ -119,13 +121,13 @@ impl Lab<'_> {
     }
 
     pub(super) fn teardown(&mut self) {
-        for s in self.systems.values_mut() {
+        let names: Vec<String> = self.systems.keys().cloned().collect();
+        for name in names {
+            if self.systems[&name].child.is_some() {
+                let _ = self.send(&name, &Request::Quit);
+            }
+            let s = self.systems.get_mut(&name).unwrap();
             if let Some(mut c) = s.child.take() {
-                let _ = Command::new(&self.bin)
-                    .args(["--instance", &s.instance, "--run-dir"])
-                    .arg(self.dir.join("run"))
-                    .arg("quit")
-                    .output();
                 let t0 = Instant::now();
                 while t0.elapsed() < Duration::from_secs(5) {
                     if let Ok(Some(_)) = c.try_wait() {
