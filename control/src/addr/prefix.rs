@@ -1,14 +1,14 @@
-//! IPv4 prefixes (`10.0.0.64/27`).
+//! IPv4 prefixes (`10.0.0.64/27`): a thin layer over [`ipnet::Ipv4Net`] that keeps one
+//! invariant the routing code relies on — host bits are zero — and names the problem when
+//! text breaks it.
 use std::{fmt, net::Ipv4Addr, str::FromStr};
 
+use ipnet::Ipv4Net;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 /// An IPv4 prefix whose host bits are zero.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct Ipv4Prefix {
-    addr: Ipv4Addr,
-    len: u8,
-}
+pub struct Ipv4Prefix(Ipv4Net);
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum PrefixError {
@@ -20,70 +20,67 @@ pub enum PrefixError {
     HostBits(String, Ipv4Prefix),
 }
 
-fn mask(len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        u32::MAX << (32 - len as u32)
-    }
-}
-
 impl Ipv4Prefix {
     /// A prefix from an address and a length; fails if host bits are set.
     pub fn new(addr: Ipv4Addr, len: u8) -> Result<Self, PrefixError> {
-        if len > 32 {
-            return Err(PrefixError::Length(len));
+        let net = Ipv4Net::new(addr, len).map_err(|_| PrefixError::Length(len))?;
+        if net.network() != addr {
+            return Err(PrefixError::HostBits(
+                format!("{addr}/{len}"),
+                Ipv4Prefix(net.trunc()),
+            ));
         }
-        let p = Self::truncating(addr, len);
-        if p.addr != addr {
-            return Err(PrefixError::HostBits(format!("{addr}/{len}"), p));
-        }
-        Ok(p)
+        Ok(Ipv4Prefix(net))
     }
 
     /// A prefix from an address and a length, clearing host bits.
     pub fn truncating(addr: Ipv4Addr, len: u8) -> Self {
-        assert!(len <= 32);
-        Self {
-            addr: Ipv4Addr::from(u32::from(addr) & mask(len)),
-            len,
-        }
+        Ipv4Prefix(
+            Ipv4Net::new(addr, len)
+                .expect("prefix length at most 32")
+                .trunc(),
+        )
     }
 
     pub fn host(addr: Ipv4Addr) -> Self {
-        Self { addr, len: 32 }
+        Ipv4Prefix(Ipv4Net::from(addr))
     }
 
     pub fn addr(&self) -> Ipv4Addr {
-        self.addr
+        self.0.network()
     }
     pub fn prefix_len(&self) -> u8 {
-        self.len
+        self.0.prefix_len()
     }
     pub fn is_host(&self) -> bool {
-        self.len == 32
+        self.0.prefix_len() == 32
     }
     /// First and last address, as integers.
     pub fn range(&self) -> (u32, u32) {
-        let a = u32::from(self.addr);
-        (a, a | !mask(self.len))
+        (u32::from(self.0.network()), u32::from(self.0.broadcast()))
     }
     pub fn contains(&self, ip: Ipv4Addr) -> bool {
-        u32::from(ip) & mask(self.len) == u32::from(self.addr)
+        self.0.contains(&ip)
     }
     pub fn contains_prefix(&self, other: &Ipv4Prefix) -> bool {
-        other.len >= self.len && self.contains(other.addr)
+        self.0.contains(&other.0)
     }
     pub fn overlaps(&self, other: &Ipv4Prefix) -> bool {
         self.contains_prefix(other) || other.contains_prefix(self)
+    }
+    /// The `ipnet` value, for code that speaks it.
+    pub fn net(&self) -> Ipv4Net {
+        self.0
     }
 }
 
 impl FromStr for Ipv4Prefix {
     type Err = PrefixError;
+    /// `a.b.c.d/len`, or a bare address as a /32.
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         let (a, l) = s.split_once('/').unwrap_or((s, "32"));
         let addr: Ipv4Addr = a.parse().map_err(|_| PrefixError::Malformed(s.into()))?;
+        // ipnet's own parser would accept what `l` holds only as digits: keep our errors.
         let len: u8 = l.parse().map_err(|_| PrefixError::Malformed(s.into()))?;
         Self::new(addr, len)
     }
@@ -91,7 +88,7 @@ impl FromStr for Ipv4Prefix {
 
 impl fmt::Display for Ipv4Prefix {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.addr, self.len)
+        fmt::Display::fmt(&self.0, f)
     }
 }
 
