@@ -535,7 +535,7 @@ impl Rtnl {
             .map_err(req(what.clone()))?;
         msgs.iter()
             .find_map(|m| self.route_entry(m))
-            .ok_or_else(|| RtnlError::Empty(what))
+            .ok_or(RtnlError::Empty(what))
     }
 
     /// Adds or changes (NLM_F_REPLACE) the route of `(table, prefix)`.
@@ -675,7 +675,10 @@ impl Rtnl {
                     RuleAttribute::Iifname(n) => e.iif = Some(n.clone()),
                     RuleAttribute::Oifname(n) => e.oif = Some(n.clone()),
                     RuleAttribute::Goto(g) => e.goto = Some(*g),
-                    RuleAttribute::SuppressPrefixLen(l) => e.suppress_prefixlen = Some(*l),
+                    // The kernel reports -1 when unset.
+                    RuleAttribute::SuppressPrefixLen(l) if *l != u32::MAX => {
+                        e.suppress_prefixlen = Some(*l)
+                    }
                     _ => {}
                 }
             }
