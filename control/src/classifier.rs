@@ -91,6 +91,26 @@ fn pin_err(path: &Path, e: impl std::fmt::Display) -> ClassifierError {
     }
 }
 
+/// The entries of the neighbour map pinned under `dir` (a daemon's pin directory), sorted
+/// by MAC, read without adopting anything: for read-back by the lab and the tests.
+pub fn pinned_entries(dir: &Path) -> Result<Vec<(MacAddr, NeighbourEntry)>, ClassifierError> {
+    let p = dir.join(NEIGHBOURS_MAP);
+    let md = MapData::from_pin(&p).map_err(|e| pin_err(&p, e))?;
+    let map_err = |source| ClassifierError::Map {
+        name: NEIGHBOURS_MAP,
+        source,
+    };
+    let map: HashMap<MapData, MacKey, NeighbourEntry> =
+        HashMap::try_from(Map::from_map_data(md).map_err(map_err)?).map_err(map_err)?;
+    let mut out = Vec::new();
+    for item in map.iter() {
+        let (k, v) = item.map_err(map_err)?;
+        out.push((MacAddr(k.addr), v));
+    }
+    out.sort_by_key(|(m, _)| *m);
+    Ok(out)
+}
+
 /// The program: loaded by this process, or adopted from its pin.
 #[allow(clippy::large_enum_variant)] // one per namespace; boxing buys nothing
 enum Prog {

@@ -5,6 +5,7 @@
 //!
 //! The daemon never uses any of this: this crate depends on `ntkplane`, never the reverse.
 pub mod feed;
+pub mod icmp;
 pub mod listing;
 pub mod network;
 pub mod paths;

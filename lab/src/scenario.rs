@@ -169,8 +169,10 @@ pub struct KernelCheck {
     /// MAC → mark of the classifier's map (when given: exactly these).
     #[serde(default)]
     pub marks: Option<BTreeMap<String, u32>>,
-    /// Substrings that must / must not appear in `ip -4 addr`, `ip route` (main) and
-    /// `nft list ruleset` of the namespace.
+    /// Substrings that must / must not appear in the namespace's IPv4 addresses, routes of
+    /// every table and rules, rendered as `ip -4 -o addr show`, `ip route show table all`
+    /// and `ip rule show` print them but with numeric table ids (read over rtnetlink), and
+    /// in `nft list ruleset`.
     #[serde(default)]
     pub contains: Vec<String>,
     #[serde(default)]

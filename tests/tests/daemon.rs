@@ -1,10 +1,13 @@
 //! The daemon and its client, driven as a user would: `ntkplane run` in a namespace that
-//! plays the system, commands through the control socket, state read back with `ip`/`nft`.
+//! plays the system, commands through the control socket, state read back over rtnetlink
+//! (rendered as `ip` prints it) and with `nft`.
 
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, veth, End, Ns},
-    readback::{full_dump, ntk_rules, ntk_tables_in, table},
+    readback::{
+        addresses_text, full_dump, ntk_rules, ntk_tables_in, routes_text, rules_text, table,
+    },
 };
 
 fn system() -> (Ns, Ns) {
@@ -30,7 +33,7 @@ fn commands_bad_input_crash_restart_and_quit() {
     assert!(d.state_file().exists());
 
     // Startup state: own addresses, ntk all unreachable, SNAT.
-    let addrs = sys.sh("ip -4 -o addr show dev eth1");
+    let addrs = addresses_text(&sys.name, Some("eth1"));
     for a in [
         "169.254.96.141/32",
         "10.0.0.23/32",
@@ -41,9 +44,7 @@ fn commands_bad_input_crash_restart_and_quit() {
     ] {
         assert!(addrs.contains(a), "{a}: {addrs}");
     }
-    assert!(sys
-        .sh("ip route show table 251")
-        .contains("unreachable 10.0.0.0/29 proto ntk"));
+    assert!(routes_text(&sys.name, Some(251)).contains("unreachable 10.0.0.0/29 proto ntk"));
     assert!(sys
         .sh("nft list table ip ntkplane")
         .contains("ip daddr 10.0.0.64/27 snat to 10.0.0.23"));
@@ -56,22 +57,20 @@ fn commands_bad_input_crash_restart_and_quit() {
         .ok(&["add-qspn-arc", "0", "eth1", GAMMA])
         .contains("table: 250"));
     assert!(
-        !sys.sh("ip rule").contains("lookup 250"),
+        !rules_text(&sys.name).contains("lookup 250"),
         "no rule before the neighbour is known"
     );
     d.ok(&["set-neighbour", "0", "0", "2.1.1.0"]);
     d.ok(&["set-paths", "0", "0,0", PATH_TO_GAMMA]);
-    assert!(sys
-        .sh("ip rule")
-        .contains("fwmark 0xfa lookup 250 proto ntk"));
-    let ntk = sys.sh("ip route show table 251");
+    assert!(rules_text(&sys.name).contains("fwmark 0xfa lookup 250 proto ntk"));
+    let ntk = routes_text(&sys.name, Some(251));
     assert!(
         ntk.contains("10.0.0.22 via 169.254.94.223 dev eth1 proto ntk src 10.0.0.23"),
         "{ntk}"
     );
     // γ is the g-node (0,0): every path to it contains it, so its prefixes are unreachable
     // in γ's own table (never bounce a packet back where it came from).
-    let t250 = sys.sh("ip route show table 250");
+    let t250 = routes_text(&sys.name, Some(250));
     assert!(
         t250.contains("unreachable 10.0.0.22 proto ntk") && t250.lines().count() == 18,
         "{t250}"
@@ -593,7 +592,7 @@ fn assert_tables(
     }
     let rules = ntk_rules(sys);
     assert!(
-        rules.iter().any(|(_, m, t)| t == "250" && m.is_some()),
+        rules.iter().any(|r| r.table == 250 && r.fwmark.is_some()),
         "{rules:?}"
     );
 }

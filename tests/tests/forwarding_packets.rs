@@ -3,11 +3,15 @@
 //! One L2 segment joins the node under test with namespaces that play its neighbours,
 //! using the MACs and link-locals of scenarios.md, so the classifier marks their frames
 //! exactly as on the real systems.
+use std::time::Duration;
+
 use ntkplane::kernel::Reconciler;
 use ntkplane_integration::{
     lab::{recv, require_root, udp_socket, Ns, Segment},
+    readback::route_get_in,
     scenarios::{desired, eps2_s2c, lambda1_s2d},
 };
+use ntkplane_lab::icmp::{ping, Answer};
 
 /// ε₂ under test, β₂ and λ₁ as neighbours.
 struct EpsLab {
@@ -85,12 +89,18 @@ fn via_unreachable_blackhole_and_anonymizer() {
         ("10.0.0.17".into(), "anonymous")
     );
 
-    // `unreachable` (3·0 in table 249): ICMP destination unreachable back to β₂.
-    let out = lab.beta2.try_sh("ping -n -c 1 -W 1 -I 10.0.0.19 10.0.0.1");
-    let text = String::from_utf8_lossy(&out.stdout);
+    // `unreachable` (3·0 in table 249): ICMP destination unreachable back to β₂, from ε₂.
+    let src = Some("10.0.0.19".parse().unwrap());
+    let a = ping(
+        &lab.beta2.name,
+        src,
+        "10.0.0.1".parse().unwrap(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
     assert!(
-        text.contains("Unreachable"),
-        "expected ICMP unreachable, got: {text}"
+        matches!(a, Answer::Unreachable { .. }),
+        "expected ICMP unreachable, got: {a}"
     );
 
     // `blackhole` (10.0.0.40/32 in table 249): dropped without a word.
@@ -101,12 +111,14 @@ fn via_unreachable_blackhole_and_anonymizer() {
         .unwrap()
         .unwrap()
         .packets;
-    let out = lab.beta2.try_sh("ping -n -c 1 -W 1 -I 10.0.0.19 10.0.0.40");
-    let text = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        !out.status.success() && !text.contains("Unreachable") && text.contains("100% packet loss"),
-        "{text}"
-    );
+    let a = ping(
+        &lab.beta2.name,
+        src,
+        "10.0.0.40".parse().unwrap(),
+        Duration::from_secs(1),
+    )
+    .unwrap();
+    assert_eq!(a, Answer::Timeout, "blackholed: no answer at all");
     assert!(
         lab.r
             .classifier()
@@ -119,10 +131,18 @@ fn via_unreachable_blackhole_and_anonymizer() {
     );
 
     // The same blackholed address from an unmarked source is routed by `ntk` (.40/32 via β₃).
-    let ntk = lab
-        .node
-        .sh("ip route get 10.0.0.40 from 169.254.109.22 iif eth1 mark 0");
-    assert!(ntk.contains("via 169.254.27.218"), "{ntk}");
+    let ntk = route_get_in(
+        &lab.node.name,
+        "10.0.0.40".parse().unwrap(),
+        Some("169.254.109.22".parse().unwrap()),
+        Some("eth1"),
+        Some(0),
+    );
+    assert_eq!(
+        ntk.gateway,
+        Some("169.254.27.218".parse().unwrap()),
+        "{ntk:?}"
+    );
 }
 
 #[test]

@@ -1,8 +1,13 @@
 //! The lab runner as a user meets it: `ntkplane-lab run FILE`. A scenario with an unknown
 //! system, a bad address or a malformed MAC is refused with the file, line and field named,
 //! before anything is created; the quickstart runs its checks with real packets and leaves
-//! nothing behind.
-use std::process::Command;
+//! nothing behind — reading the kernel itself: with `bpftool` and `ping` failing and the
+//! table ids 240–251 named in `/etc/iproute2/rt_tables.d` (so `ip` would print names).
+use std::{
+    os::unix::fs::PermissionsExt,
+    path::{Path, PathBuf},
+    process::Command,
+};
 
 use ntkplane_integration::{daemon::lab_bin, lab::require_root};
 
@@ -12,10 +17,15 @@ fn lab_state() -> Vec<String> {
     ntkplane_lab::runner::lab_leftovers()
 }
 
-fn lab_run(file: &std::path::Path) -> (i32, String, String) {
+fn lab_run(file: &Path) -> (i32, String, String) {
+    lab_run_with(file, &[])
+}
+
+fn lab_run_with(file: &Path, env: &[(&str, String)]) -> (i32, String, String) {
     let out = Command::new(lab_bin())
         .arg("run")
         .arg(file)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .output()
         .unwrap();
     (
@@ -87,9 +97,77 @@ fn bad_scenarios_are_refused_with_the_field_named_and_nothing_created() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// A directory of failing stand-ins for tools the lab must not need, removed on drop.
+struct FailingTools(PathBuf);
+
+impl FailingTools {
+    fn new(names: &[&str]) -> FailingTools {
+        let dir = std::env::temp_dir().join(format!("ntkt-failing-tools-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let tools = FailingTools(dir);
+        for n in names {
+            let p = tools.0.join(n);
+            std::fs::write(
+                &p,
+                "#!/bin/sh\necho \"$0: not to be used by the lab\" >&2\nexit 1\n",
+            )
+            .unwrap();
+            std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        }
+        tools
+    }
+
+    /// `PATH` with the stand-ins first.
+    fn path(&self) -> String {
+        format!(
+            "{}:{}",
+            self.0.display(),
+            std::env::var("PATH").unwrap_or_default()
+        )
+    }
+}
+
+impl Drop for FailingTools {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// A foreign `rt_tables.d` file naming the table ids ntkplane uses (240–251): `ip` prints
+/// these names instead of the numbers. Removed on drop (also when the test fails), with the
+/// directory if this created it.
+struct ForeignTableNames {
+    file: PathBuf,
+    made_dir: Option<PathBuf>,
+}
+
+impl ForeignTableNames {
+    fn install() -> ForeignTableNames {
+        let dir = Path::new("/etc/iproute2/rt_tables.d");
+        let made_dir = (!dir.exists()).then(|| dir.to_path_buf());
+        std::fs::create_dir_all(dir).unwrap();
+        let file = dir.join(format!("ntkt-foreign-{}.conf", std::process::id()));
+        let guard = ForeignTableNames { file, made_dir };
+        let text: String = (240..=251).map(|t| format!("{t} foreign{t}\n")).collect();
+        std::fs::write(&guard.file, text).unwrap();
+        guard
+    }
+}
+
+impl Drop for ForeignTableNames {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.file);
+        if let Some(d) = &self.made_dir {
+            let _ = std::fs::remove_dir(d);
+        }
+    }
+}
+
 fn quickstart_passes_and_leaves_nothing() {
     let before = lab_state();
-    let (code, out, err) = lab_run(std::path::Path::new(QUICKSTART));
+    let tools = FailingTools::new(&["bpftool", "ping"]);
+    let _names = ForeignTableNames::install();
+    let (code, out, err) = lab_run_with(Path::new(QUICKSTART), &[("PATH", tools.path())]);
     assert_eq!(code, 0, "quickstart failed:\n{out}\n{err}");
     assert!(out.contains("checks: 4 passed, 0 failed"), "{out}");
     assert!(

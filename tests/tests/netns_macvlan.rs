@@ -4,7 +4,10 @@ use ntkplane::{
     kernel::{in_netns, rtnl::Rtnl},
     netns::{Netns, NetnsError},
 };
-use ntkplane_integration::lab::{require_root, veth, End, Ns, PREFIX};
+use ntkplane_integration::{
+    lab::{require_root, veth, End, Ns, PREFIX},
+    readback::links_in,
+};
 
 /// Deletes the namespace on drop (also when the test fails).
 struct Created(String);
@@ -63,18 +66,13 @@ fn create_use_and_delete_a_namespace_with_a_macvlan() {
         .expect("macvlan inside the identity namespace");
     assert_eq!(mv.mac.unwrap().to_string(), "00:16:3E:3B:9F:45");
     assert!(
-        !system.sh("ip -o link").contains("migr02_eth1"),
+        !links_in(&system.name).contains_key("migr02_eth1"),
         "macvlan left in the system namespace"
     );
-    let shown = String::from_utf8_lossy(
-        &std::process::Command::new("ip")
-            .args(["-n", &name, "-d", "link", "show", "migr02_eth1"])
-            .output()
-            .unwrap()
-            .stdout,
-    )
-    .into_owned();
-    assert!(shown.contains("macvlan mode vepa"), "{shown}");
+    assert_eq!(
+        (mv.kind.as_deref(), mv.macvlan_mode.as_deref()),
+        (Some("macvlan"), Some("vepa"))
+    );
 
     Netns::delete(&name).unwrap();
     let listed = std::process::Command::new("ip")

@@ -1,8 +1,9 @@
 //! Scenarios S1 and S2 (scenarios.md §4 and §5: migration for entry, cases 1 and 2) driven
 //! through real daemons — α, β, γ, ε, then λ (gateway of a level-1 subnet), each in its own
 //! namespace on one L2 segment — with the client, as an operator would. After each
-//! checkpoint the kernel of every system (and of the identity namespaces) is read back with `ip -j` and `bpftool` and compared route by
-//! route with the spec's listings. The facts QSPN would have produced (neighbour addresses,
+//! checkpoint the kernel of every system (and of the identity namespaces) is read back over
+//! rtnetlink and from the pinned classifier map and compared route by route with the spec's
+//! listings. The facts QSPN would have produced (neighbour addresses,
 //! paths) are fed from the reference network with `ntkplane etp`.
 //!
 //! Also: `kill -9` of β's daemon in the middle of the migration (identity namespace alive,
@@ -10,16 +11,20 @@
 //! daemon runs, a restarted daemon converges with no duplicate or leftover object; `quit`
 //! leaves every system namespace as before `run`, identity namespaces and pins gone. The
 //! chained dismissal of S3 (β₃ in migr01 and β₁ in migr02) closes the story.
-use std::{collections::BTreeMap, path::PathBuf};
+use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 
 use ntkplane::{mac::MacAddr, plan::KRoute};
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, Ns, Segment},
-    readback::{full_dump, ntk_rules_in, pinned_marks, sh_in, table_in},
+    readback::{
+        addresses_text, dump_in, full_dump, links_in, ntk_rules_in, pinned_marks, routes_text,
+        sh_in, sysctl_in, table_in,
+    },
 };
 use ntkplane_lab::{
     feed::feed_for,
+    icmp::{Answer, Pinger},
     listing::{section, SCENARIO_LISTINGS},
     network::Network,
     runner::{compare_marks, compare_tables},
@@ -244,7 +249,7 @@ fn s1_then_s2_entries_and_migrations() {
         BTreeMap::from([(B.to_string(), 250)])
     );
     assert!(
-        !sh_in(&e, "ip -4 -o addr show dev eth1").contains("10.0.0."),
+        !addresses_text(&e, Some("eth1")).contains("10.0.0."),
         "no own IP yet"
     );
     assert!(
@@ -299,18 +304,7 @@ fn s1_then_s2_entries_and_migrations() {
     beta.feed(&s1c, "beta2", 1);
     beta.feed(&s1c, "beta1", 0);
     gamma.feed(&s1c, "gamma0", 0);
-    let dump = |s: &Sys, l: Option<&str>| {
-        let n = s.netns(l);
-        [
-            "ip -4 -j addr show",
-            "ip -4 -j route show table all",
-            "ip -4 -j rule show",
-            "nft -j list ruleset",
-        ]
-        .iter()
-        .map(|c| sh_in(&n, c))
-        .collect::<String>()
-    };
+    let dump = |s: &Sys, l: Option<&str>| dump_in(&s.netns(l));
     let (def_before, m1_before) = (dump(&beta, None), dump(&beta, Some("migr01")));
     let counted = |s: &Sys| -> u64 {
         let t = s.run(&["show-tables"]);
@@ -323,10 +317,19 @@ fn s1_then_s2_entries_and_migrations() {
     };
     let before_kill = counted(&beta);
     beta.d.kill9();
-    let ping = gamma.ns.try_sh("ping -c 5 -i 0.05 -W 1 169.254.96.141");
+    let mut pinger = Pinger::open(&gamma.ns.name, None).unwrap();
+    let answers: Vec<Answer> = (0..5)
+        .map(|_| {
+            let a = pinger
+                .echo("169.254.96.141".parse().unwrap(), Duration::from_secs(1))
+                .unwrap();
+            std::thread::sleep(Duration::from_millis(50));
+            a
+        })
+        .collect();
     assert!(
-        ping.status.success(),
-        "γ → β₂ link-local while β's daemon is down"
+        answers.iter().any(|a| matches!(a, Answer::Reply { .. })),
+        "γ → β₂ link-local while β's daemon is down: {answers:?}"
     );
     beta.start("2.1.1.1", "169.254.96.141"); // the persisted state wins over the options
     let after = counted(&beta);
@@ -367,15 +370,18 @@ fn s1_then_s2_entries_and_migrations() {
     gamma.check(None, "S1-C gamma", &[(B1_MIGR01, 250), (D, 249), (B, 248)]);
     alpha.check(None, "S1-C alpha", &[(B, 249)]);
     let m1 = beta.netns(Some("migr01"));
-    assert!(sh_in(&m1, "ip -d link show migr01_eth1").contains("macvlan mode vepa"));
-    assert!(sh_in(&m1, "ip link show migr01_eth1")
-        .to_uppercase()
-        .contains(B1_MIGR01));
+    let links = links_in(&m1);
+    let pseudo = &links["migr01_eth1"];
     assert_eq!(
-        sh_in(&m1, "sysctl -n net.ipv4.conf.migr01_eth1.arp_ignore").trim(),
-        "1"
+        (pseudo.kind.as_deref(), pseudo.macvlan_mode.as_deref()),
+        (Some("macvlan"), Some("vepa"))
     );
-    assert_eq!(sh_in(&m1, "sysctl -n net.ipv4.ip_forward").trim(), "1");
+    assert_eq!(
+        pseudo.mac.map(|m| m.to_string()).as_deref(),
+        Some(B1_MIGR01)
+    );
+    assert_eq!(sysctl_in(&m1, "net/ipv4/conf/migr01_eth1/arp_ignore"), "1");
+    assert_eq!(sysctl_in(&m1, "net/ipv4/ip_forward"), "1");
     let c = beta.run(&["check-connectivity", "0"]);
     assert!(c["message"].as_str().unwrap().contains("removed"), "{c}");
 
@@ -420,7 +426,7 @@ fn s1_then_s2_entries_and_migrations() {
     eps.run(&["remove-arc", "1", &e_to_l]);
     // S2-B: internal level 1 kept (.40), every other own address, SNAT and NETMAP gone.
     let l = lambda.netns(None);
-    let addrs = sh_in(&l, "ip -4 -o addr show dev eth1");
+    let addrs = addresses_text(&l, Some("eth1"));
     assert!(
         addrs.contains("10.0.0.40/32") && addrs.matches("10.0.0.").count() == 1,
         "{addrs}"
@@ -545,7 +551,7 @@ fn s1_then_s2_entries_and_migrations() {
         &[(B1_MIGR02, 247), (L, 248)],
     );
     lambda.check(None, "S2-D lambda", &[(E1_MIGR02, 250), (E, 249)]);
-    let addrs = sh_in(&l, "ip -4 -o addr show dev eth1");
+    let addrs = addresses_text(&l, Some("eth1"));
     for a in [".40/", ".50/", ".62/", ".22/", ".86/"] {
         assert!(
             addrs.contains(&format!("10.0.0{a}")),
@@ -562,11 +568,9 @@ fn s1_then_s2_entries_and_migrations() {
         "NETMAP of the old address left: {nat}"
     );
     let m2 = eps.netns(Some("migr02"));
-    assert!(sh_in(&m2, "ip route show table main").contains("169.254.42.4 dev migr02_eth1"));
-    assert!(
-        !sh_in(&m2, "ip route show table main").contains("169.254.96.141"),
-        "outer arc's route left"
-    );
+    let main = routes_text(&m2, Some(ntkplane::plan::MAIN_TABLE));
+    assert!(main.contains("169.254.42.4 dev migr02_eth1"), "{main}");
+    assert!(!main.contains("169.254.96.141"), "outer arc's route left");
     let ids = beta.run(&["show-identities"]);
     let nss: Vec<&str> = ids
         .as_array()

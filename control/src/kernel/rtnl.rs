@@ -5,14 +5,18 @@
 //! Netsukuku by the kernel UAPI): routes and rules via their protocol field, addresses via
 //! IFA_PROTO. Observation returns only those objects, so cleanup after a crash finds all of
 //! ntkplane's state and nothing else.
+//!
+//! The general readers ([`Rtnl::all_routes`], [`Rtnl::all_addresses`], [`Rtnl::all_rules`],
+//! [`Rtnl::route_get`]) return every IPv4 object whatever its protocol, with numeric ids:
+//! they are for read-back (the lab, the tests), not for the reconciler.
 use std::{collections::BTreeMap, net::Ipv4Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::{
     address::{AddressAttribute, AddressMessage, AddressProtocol},
-    link::{LinkAttribute, LinkFlags},
+    link::{InfoData, InfoMacVlan, LinkAttribute, LinkFlags, LinkInfo},
     route::{RouteAddress, RouteAttribute, RouteMessage, RouteProtocol, RouteScope, RouteType},
-    rule::{RuleAction, RuleAttribute, RuleMessage},
+    rule::{RuleAction, RuleAttribute, RuleFlags, RuleMessage},
     AddressFamily,
 };
 use rtnetlink::{Handle, IpVersion, LinkUnspec, RouteMessageBuilder};
@@ -38,6 +42,8 @@ pub enum RtnlError {
     },
     #[error("no interface named '{0}' in this namespace")]
     NoSuchLink(String),
+    #[error("netlink {0}: no answer")]
+    Empty(String),
 }
 
 fn req(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RtnlError {
@@ -49,8 +55,103 @@ fn req(what: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> RtnlError {
 pub struct Link {
     pub index: u32,
     pub name: String,
+    /// Administratively up (IFF_UP).
     pub up: bool,
     pub mac: Option<MacAddr>,
+    pub mtu: Option<u32>,
+    /// The link kind (`veth`, `macvlan`, `bridge`, …) when the kernel reports one.
+    pub kind: Option<String>,
+    /// The mode of a macvlan (`vepa`, `bridge`, `private`, …).
+    pub macvlan_mode: Option<String>,
+}
+
+/// An IPv4 route as the kernel reports it, whatever its protocol and type. Kinds, protocols
+/// and scopes are the kernel's numbers (RTN_*, RTPROT_*, RT_SCOPE_*).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RouteEntry {
+    pub table: u32,
+    pub dst: Ipv4Prefix,
+    /// RTN_*: 1 unicast, 2 local, 3 broadcast, 6 blackhole, 7 unreachable, 8 prohibit, …
+    pub kind: u8,
+    pub protocol: u8,
+    pub scope: u8,
+    pub tos: u8,
+    /// rtm_flags (RTNH_F_ONLINK, RTNH_F_LINKDOWN, …).
+    pub flags: u32,
+    /// Source prefix (`from`), for policy routes with a source.
+    pub src: Option<(Ipv4Addr, u8)>,
+    pub gateway: Option<Ipv4Addr>,
+    /// Output device (its name, or `ifN` when unknown).
+    pub dev: Option<String>,
+    pub prefsrc: Option<Ipv4Addr>,
+    pub metric: Option<u32>,
+}
+
+impl RouteEntry {
+    /// The route as ntkplane models it, if it is of a kind ntkplane installs.
+    pub fn kroute(&self) -> Option<KRoute> {
+        Some(match RouteType::from(self.kind) {
+            RouteType::Unreachable => KRoute::Unreachable,
+            RouteType::BlackHole => KRoute::Blackhole,
+            RouteType::Unicast => {
+                let dev = self.dev.clone()?;
+                match self.gateway {
+                    Some(gw) => KRoute::Via {
+                        gw,
+                        dev,
+                        src: self.prefsrc,
+                    },
+                    None => KRoute::Link {
+                        dev,
+                        src: self.prefsrc?,
+                    },
+                }
+            }
+            _ => return None,
+        })
+    }
+}
+
+/// An IPv4 address as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AddressEntry {
+    /// Index and name of the device.
+    pub index: u32,
+    pub dev: String,
+    pub local: Ipv4Addr,
+    /// The peer address of a point-to-point address (IFA_ADDRESS when it differs).
+    pub peer: Option<Ipv4Addr>,
+    pub prefix_len: u8,
+    pub broadcast: Option<Ipv4Addr>,
+    /// RT_SCOPE_*: 0 global, 200 site, 253 link, 254 host.
+    pub scope: u8,
+    /// IFA_F_* (secondary, noprefixroute, permanent, …).
+    pub flags: u32,
+    pub label: Option<String>,
+    /// IFA_PROTO (0 when none: addresses added by an administrator).
+    pub protocol: u8,
+}
+
+/// An IPv4 policy-routing rule as the kernel reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RuleEntry {
+    pub priority: u32,
+    /// The table looked up (0 for rules whose action is not a lookup).
+    pub table: u32,
+    /// FR_ACT_*: 1 lookup, 2 goto, 3 nop, 6 blackhole, 7 unreachable, 8 prohibit.
+    pub action: u8,
+    pub protocol: u8,
+    /// `not`: the selector is inverted.
+    pub invert: bool,
+    pub src: Option<(Ipv4Addr, u8)>,
+    pub dst: Option<(Ipv4Addr, u8)>,
+    pub tos: u8,
+    /// (mark, mask).
+    pub fwmark: Option<(u32, u32)>,
+    pub iif: Option<String>,
+    pub oif: Option<String>,
+    pub goto: Option<u32>,
+    pub suppress_prefixlen: Option<u32>,
 }
 
 /// A netlink connection in the current thread's namespace. Must be created inside a tokio
@@ -85,12 +186,27 @@ impl Rtnl {
         self.links.clear();
         for m in msgs {
             let mut name = None;
-            let mut mac = None;
+            let (mut mac, mut mtu, mut kind, mut macvlan_mode) = (None, None, None, None);
             for a in &m.attributes {
                 match a {
                     LinkAttribute::IfName(n) => name = Some(n.clone()),
                     LinkAttribute::Address(b) if b.len() == 6 => {
                         mac = Some(MacAddr(b[..6].try_into().unwrap()))
+                    }
+                    LinkAttribute::Mtu(v) => mtu = Some(*v),
+                    LinkAttribute::LinkInfo(infos) => {
+                        for i in infos {
+                            match i {
+                                LinkInfo::Kind(k) => kind = Some(k.to_string()),
+                                LinkInfo::Data(InfoData::MacVlan(d)) => {
+                                    macvlan_mode = d.iter().find_map(|x| match x {
+                                        InfoMacVlan::Mode(m) => Some(m.to_string()),
+                                        _ => None,
+                                    })
+                                }
+                                _ => {}
+                            }
+                        }
                     }
                     _ => {}
                 }
@@ -104,6 +220,9 @@ impl Rtnl {
                         name,
                         up,
                         mac,
+                        mtu,
+                        kind,
+                        macvlan_mode,
                     },
                 );
             }
@@ -212,6 +331,53 @@ impl Rtnl {
         Ok(out)
     }
 
+    /// Every IPv4 address of every device, whatever its protocol, in the kernel's dump order.
+    pub async fn all_addresses(&self) -> Result<Vec<AddressEntry>, RtnlError> {
+        let msgs: Vec<AddressMessage> = self
+            .h
+            .address()
+            .get()
+            .execute()
+            .try_collect()
+            .await
+            .map_err(req("address dump"))?;
+        let mut out = Vec::new();
+        for m in msgs {
+            if m.header.family != AddressFamily::Inet {
+                continue;
+            }
+            let (mut local, mut address, mut broadcast, mut label) = (None, None, None, None);
+            let (mut flags, mut protocol) = (u32::from(m.header.flags.bits()), 0);
+            for a in &m.attributes {
+                match a {
+                    AddressAttribute::Local(std::net::IpAddr::V4(v)) => local = Some(*v),
+                    AddressAttribute::Address(std::net::IpAddr::V4(v)) => address = Some(*v),
+                    AddressAttribute::Broadcast(v) => broadcast = Some(*v),
+                    AddressAttribute::Label(l) => label = Some(l.clone()),
+                    AddressAttribute::Flags(f) => flags = f.bits(),
+                    AddressAttribute::Protocol(p) => protocol = u8::from(*p),
+                    _ => {}
+                }
+            }
+            let Some(local) = local.or(address) else {
+                continue;
+            };
+            out.push(AddressEntry {
+                index: m.header.index,
+                dev: self.name_of(m.header.index),
+                local,
+                peer: address.filter(|a| *a != local),
+                prefix_len: m.header.prefix_len,
+                broadcast,
+                scope: m.header.scope.into(),
+                flags,
+                label,
+                protocol,
+            });
+        }
+        Ok(out)
+    }
+
     pub async fn add_address(&self, dev: &str, addr: Ipv4Addr) -> Result<(), RtnlError> {
         let i = self.index(dev)?;
         let mut r = self.h.address().add(i, addr.into(), 32).replace();
@@ -273,33 +439,103 @@ impl Rtnl {
     }
 
     fn parse_route(&self, m: &RouteMessage) -> Option<((u32, Ipv4Prefix), KRoute)> {
+        let e = self.route_entry(m)?;
+        let route = e.kroute()?;
+        Some(((e.table, e.dst), route))
+    }
+
+    fn route_entry(&self, m: &RouteMessage) -> Option<RouteEntry> {
         let mut table = m.header.table as u32;
         let mut dst = Ipv4Addr::UNSPECIFIED;
-        let (mut gw, mut oif, mut src) = (None, None, None);
+        let (mut gw, mut oif, mut prefsrc, mut src, mut metric) = (None, None, None, None, None);
         for a in &m.attributes {
             match a {
                 RouteAttribute::Table(t) => table = *t,
                 RouteAttribute::Destination(RouteAddress::Inet(d)) => dst = *d,
+                RouteAttribute::Source(RouteAddress::Inet(s)) => {
+                    src = Some((*s, m.header.source_prefix_length))
+                }
                 RouteAttribute::Gateway(RouteAddress::Inet(g)) => gw = Some(*g),
                 RouteAttribute::Oif(i) => oif = Some(*i),
-                RouteAttribute::PrefSource(RouteAddress::Inet(s)) => src = Some(*s),
+                RouteAttribute::PrefSource(RouteAddress::Inet(s)) => prefsrc = Some(*s),
+                RouteAttribute::Priority(p) => metric = Some(*p),
                 _ => {}
             }
         }
-        let prefix = Ipv4Prefix::new(dst, m.header.destination_prefix_length).ok()?;
-        let route = match m.header.kind {
-            RouteType::Unreachable => KRoute::Unreachable,
-            RouteType::BlackHole => KRoute::Blackhole,
-            RouteType::Unicast => {
-                let dev = self.name_of(oif?);
-                match gw {
-                    Some(gw) => KRoute::Via { gw, dev, src },
-                    None => KRoute::Link { dev, src: src? },
-                }
-            }
-            _ => return None,
-        };
-        Some(((table, prefix), route))
+        Some(RouteEntry {
+            table,
+            dst: Ipv4Prefix::new(dst, m.header.destination_prefix_length).ok()?,
+            kind: m.header.kind.into(),
+            protocol: m.header.protocol.into(),
+            scope: m.header.scope.into(),
+            tos: m.header.tos,
+            flags: m.header.flags.bits(),
+            src,
+            gateway: gw,
+            dev: oif.map(|i| self.name_of(i)),
+            prefsrc,
+            metric,
+        })
+    }
+
+    /// Every IPv4 route of every table, whatever its protocol and type, in the kernel's
+    /// dump order.
+    pub async fn all_routes(&self) -> Result<Vec<RouteEntry>, RtnlError> {
+        // Strict-check dump of table 0 (all tables), no protocol or type filter.
+        let mut q = RouteMessageBuilder::<Ipv4Addr>::new()
+            .table_id(0)
+            .protocol(RouteProtocol::Unspec)
+            .kind(RouteType::Unspec)
+            .build();
+        q.header.scope = RouteScope::Universe;
+        let msgs: Vec<RouteMessage> = self
+            .h
+            .route()
+            .get(q)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(req("route dump"))?;
+        Ok(msgs.iter().filter_map(|m| self.route_entry(m)).collect())
+    }
+
+    /// The kernel's route lookup for `dst` (`ip route get`): optionally as if the packet
+    /// came from `from`, arrived on `iif` and carried `mark`.
+    pub async fn route_get(
+        &self,
+        dst: Ipv4Addr,
+        from: Option<Ipv4Addr>,
+        iif: Option<&str>,
+        mark: Option<u32>,
+    ) -> Result<RouteEntry, RtnlError> {
+        let mut q = RouteMessage::default();
+        q.header.address_family = AddressFamily::Inet;
+        q.header.destination_prefix_length = 32;
+        q.attributes
+            .push(RouteAttribute::Destination(RouteAddress::Inet(dst)));
+        if let Some(s) = from {
+            q.header.source_prefix_length = 32;
+            q.attributes
+                .push(RouteAttribute::Source(RouteAddress::Inet(s)));
+        }
+        if let Some(dev) = iif {
+            q.attributes.push(RouteAttribute::Iif(self.index(dev)?));
+        }
+        if let Some(m) = mark {
+            q.attributes.push(RouteAttribute::Mark(m));
+        }
+        let what = format!("route get {dst}");
+        let msgs: Vec<RouteMessage> = self
+            .h
+            .route()
+            .get(q)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(req(what.clone()))?;
+        msgs.iter()
+            .find_map(|m| self.route_entry(m))
+            .ok_or(RtnlError::Empty(what))
     }
 
     /// Adds or changes (NLM_F_REPLACE) the route of `(table, prefix)`.
@@ -391,6 +627,65 @@ impl Rtnl {
                 },
                 m,
             ));
+        }
+        Ok(out)
+    }
+
+    /// Every IPv4 rule, whatever its protocol, in priority order (the kernel's).
+    pub async fn all_rules(&self) -> Result<Vec<RuleEntry>, RtnlError> {
+        let msgs: Vec<RuleMessage> = self
+            .h
+            .rule()
+            .get(IpVersion::V4)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(req("rule dump"))?;
+        let mut out = Vec::new();
+        for m in msgs {
+            let mut e = RuleEntry {
+                priority: 0,
+                table: m.header.table as u32,
+                action: m.header.action.into(),
+                protocol: 0,
+                invert: m.header.flags.contains(RuleFlags::Invert),
+                src: None,
+                dst: None,
+                tos: m.header.tos,
+                fwmark: None,
+                iif: None,
+                oif: None,
+                goto: None,
+                suppress_prefixlen: None,
+            };
+            let (mut mark, mut mask) = (None, None);
+            for a in &m.attributes {
+                match a {
+                    RuleAttribute::Priority(p) => e.priority = *p,
+                    RuleAttribute::Table(t) => e.table = *t,
+                    RuleAttribute::Protocol(p) => e.protocol = u8::from(*p),
+                    RuleAttribute::Source(std::net::IpAddr::V4(v)) => {
+                        e.src = Some((*v, m.header.src_len))
+                    }
+                    RuleAttribute::Destination(std::net::IpAddr::V4(v)) => {
+                        e.dst = Some((*v, m.header.dst_len))
+                    }
+                    RuleAttribute::FwMark(v) => mark = Some(*v),
+                    RuleAttribute::FwMask(v) => mask = Some(*v),
+                    RuleAttribute::Iifname(n) => e.iif = Some(n.clone()),
+                    RuleAttribute::Oifname(n) => e.oif = Some(n.clone()),
+                    RuleAttribute::Goto(g) => e.goto = Some(*g),
+                    // The kernel reports -1 when unset.
+                    RuleAttribute::SuppressPrefixLen(l) if *l != u32::MAX => {
+                        e.suppress_prefixlen = Some(*l)
+                    }
+                    _ => {}
+                }
+            }
+            if mark.is_some() || mask.is_some() {
+                e.fwmark = Some((mark.unwrap_or(0), mask.unwrap_or(u32::MAX)));
+            }
+            out.push(e);
         }
         Ok(out)
     }

@@ -1,5 +1,5 @@
-//! The sysctls the spec sets (forwarding-state.md §2.1/§2.2), written in the current
-//! thread's namespace (`/proc/sys/net` follows the namespace of the task that opens it).
+//! The sysctls the spec sets (forwarding-state.md §2.1/§2.2), written (and read back) in
+//! the current thread's namespace (`/proc/sys/net` follows the namespace of the task that opens it).
 use std::{fs, io};
 
 /// Namespace-wide settings: forwarding on, reverse-path filter off.
@@ -16,6 +16,13 @@ pub fn per_interface(dev: &str) -> [(String, &'static str); 3] {
         (format!("net/ipv4/conf/{dev}/arp_ignore"), "1"),
         (format!("net/ipv4/conf/{dev}/arp_announce"), "2"),
     ]
+}
+
+/// The current value of `key` (`net/ipv4/ip_forward`), trimmed.
+pub fn read(key: &str) -> io::Result<String> {
+    Ok(fs::read_to_string(format!("/proc/sys/{key}"))?
+        .trim()
+        .to_string())
 }
 
 /// Writes `value` if it differs; returns whether it wrote.

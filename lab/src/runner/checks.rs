@@ -1,10 +1,10 @@
-//! Checks: kernel state against expected listings, marks and substrings; pings; UDP with
-//! the source address the receiver sees.
+//! Checks: kernel state against expected listings, marks and substrings (read over
+//! rtnetlink and from the pinned classifier map); pings (ICMP echo from a raw socket); UDP
+//! with the source address the receiver sees.
 use std::{
     collections::BTreeMap,
     net::UdpSocket,
     path::{Path, PathBuf},
-    process::Command,
     time::Duration,
 };
 
@@ -12,6 +12,7 @@ use ntkplane::{netns::Netns, plan::KRoute};
 
 use super::{topology::PINS, Lab};
 use crate::{
+    icmp::{self, Answer},
     listing::{parse_tables, section, ExpectedTable, SCENARIO_LISTINGS},
     readback,
     scenario::{KernelCheck, PingCheck, UdpCheck},
@@ -48,15 +49,21 @@ impl Lab<'_> {
             push(compare_marks(&pins, marks));
         }
         if !k.contains.is_empty() || !k.absent.is_empty() {
-            let text = [
-                "ip -4 -o addr show",
-                "ip route show table all",
-                "ip rule show",
-                "nft list ruleset",
-            ]
-            .iter()
-            .map(|c| readback::sh_in(&netns, c).unwrap_or_default())
-            .collect::<String>();
+            // Addresses, routes of every table and rules as iproute2 prints them (tables as
+            // numbers), read over rtnetlink; then nftables' own listing.
+            let text = match readback::kernel_in(&netns) {
+                Ok(kernel) => {
+                    kernel.text()
+                        + &readback::sh_in(&netns, "nft list ruleset").unwrap_or_else(|e| {
+                            push(Err(e));
+                            String::new()
+                        })
+                }
+                Err(e) => {
+                    push(Err(e));
+                    String::new()
+                }
+            };
             for c in &k.contains {
                 if !text.contains(c.as_str()) {
                     push(Err(format!("'{c}' not found")));
@@ -80,61 +87,57 @@ impl Lab<'_> {
             .map(|x| self.resolve(x.get_ref()))
             .transpose()?;
         let ns = self.ns_of_node(from);
-        let mut cmd = Command::new("ip");
-        cmd.args([
-            "netns", "exec", &ns, "ping", "-n", "-c", "2", "-i", "0.3", "-W", "1",
-        ]);
-        if let Some(s) = src {
-            cmd.args(["-I", &s.to_string()]);
-        }
-        cmd.arg(dst.to_string()).env("LC_ALL", "C");
-        let out = cmd.output().map_err(|e| format!("cannot run ping: {e}"))?;
-        let text = String::from_utf8_lossy(&out.stdout).to_string()
-            + &String::from_utf8_lossy(&out.stderr);
         let what = format!(
             "ping {from} → {} ({dst}){}: expect {}",
             p.to.get_ref(),
             src.map(|s| format!(" from {s}")).unwrap_or_default(),
             p.expect.get_ref()
         );
-        let mut errors = Vec::new();
-        let replier = text.lines().find_map(|l| {
-            l.split_once("bytes from ")
-                .map(|(_, r)| r.split(':').next().unwrap_or("").to_string())
-        });
-        let icmp_from = text
-            .lines()
-            .find(|l| l.contains("Unreachable"))
-            .and_then(|l| {
-                l.strip_prefix("From ")
-                    .map(|r| r.split_whitespace().next().unwrap_or("").to_string())
-            });
-        let seen = match p.expect.get_ref().as_str() {
-            "reply" => {
-                if replier.is_none() {
-                    errors.push(format!("no reply: {}", last_lines(&text)));
+        // Up to two echo requests, one second each (as `ping -c 2 -W 1` did); the first
+        // answer ends it.
+        let mut pinger = icmp::Pinger::open(&ns, src)?;
+        let mut seen: Vec<String> = Vec::new();
+        let mut answer = None;
+        for _ in 0..2 {
+            match pinger.echo(dst, Duration::from_secs(1)) {
+                Ok(Answer::Timeout) => seen.push("no answer".into()),
+                Ok(a) => {
+                    answer = Some(a);
+                    break;
                 }
-                replier
+                Err(e) => seen.push(format!("not sent: {e}")),
             }
-            "no-reply" => {
-                if let Some(r) = &replier {
-                    errors.push(format!("a reply came from {r}"));
-                }
+        }
+        let mut errors = Vec::new();
+        let nothing = || seen.join(" / ");
+        let from_addr = match (p.expect.get_ref().as_str(), answer) {
+            ("reply", Some(Answer::Reply { from })) => Some(from),
+            ("reply", Some(a)) => {
+                errors.push(format!("no reply: {a}"));
                 None
             }
-            _ => {
-                if icmp_from.is_none() {
-                    errors.push(format!(
-                        "no ICMP destination unreachable: {}",
-                        last_lines(&text)
-                    ));
-                }
-                icmp_from
+            ("reply", None) => {
+                errors.push(format!("no reply: {}", nothing()));
+                None
+            }
+            ("no-reply", Some(Answer::Reply { from })) => {
+                errors.push(format!("a reply came from {from}"));
+                None
+            }
+            ("no-reply", _) => None,
+            (_, Some(Answer::Unreachable { from, .. })) => Some(from),
+            (_, Some(a)) => {
+                errors.push(format!("no ICMP destination unreachable: {a}"));
+                None
+            }
+            (_, None) => {
+                errors.push(format!("no ICMP destination unreachable: {}", nothing()));
+                None
             }
         };
-        if let (Some(want), Some(seen)) = (&p.reply_from, &seen) {
+        if let (Some(want), Some(seen)) = (&p.reply_from, from_addr) {
             let want = self.resolve(want.get_ref())?;
-            if seen != &want.to_string() {
+            if seen != want {
                 errors.push(format!("answer from {seen}, expected from {want}"));
             }
         }
@@ -191,16 +194,15 @@ impl Lab<'_> {
     }
 }
 
-fn last_lines(t: &str) -> String {
-    let l: Vec<&str> = t.lines().filter(|l| !l.trim().is_empty()).collect();
-    l[l.len().saturating_sub(2)..].join(" / ")
-}
-
 /// The namespace's tables against the expected ones: the same set of ntk tables, every
 /// route one of the listed values, a fwmark rule for every forwarding table.
 pub fn compare_tables(netns: &str, want: &BTreeMap<u32, ExpectedTable>) -> Result<(), String> {
     let mut errors = Vec::new();
-    let got_tables = readback::ntk_tables_in(netns)?;
+    // Main holds the daemon's link routes to its neighbours, which the listings leave out.
+    let got_tables: std::collections::BTreeSet<u32> = readback::ntk_tables_in(netns)?
+        .into_iter()
+        .filter(|t| *t != ntkplane::plan::MAIN_TABLE)
+        .collect();
     let want_tables: std::collections::BTreeSet<u32> = want.keys().copied().collect();
     if got_tables != want_tables {
         errors.push(format!("tables {got_tables:?}, expected {want_tables:?}"));
@@ -223,10 +225,7 @@ pub fn compare_tables(netns: &str, want: &BTreeMap<u32, ExpectedTable>) -> Resul
     }
     let rules = readback::ntk_rules_in(netns)?;
     for id in want.keys().filter(|id| **id != ntkplane::fwd::NTK_TABLE) {
-        if !rules
-            .iter()
-            .any(|(_, m, t)| t == &id.to_string() && m.is_some())
-        {
+        if !rules.iter().any(|r| r.table == *id && r.fwmark.is_some()) {
             errors.push(format!("no fwmark rule for table {id}"));
         }
     }

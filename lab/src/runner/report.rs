@@ -1,11 +1,14 @@
 //! The report: per system its identities, tables and NAT, the connectivity matrix, the checks'
 //! outcome; and how to look at a kept lab.
-use std::{fmt::Write as _, net::Ipv4Addr, process::Command};
+use std::{collections::BTreeMap, fmt::Write as _, net::Ipv4Addr, time::Duration};
 
 use ntkplane::daemon::{proto::Request, reply};
 
 use super::{CheckResult, Lab, LAB_PREFIX};
-use crate::readback;
+use crate::{
+    icmp::{Answer, Pinger},
+    readback,
+};
 
 impl Lab<'_> {
     /// Per system: identities, namespaces, tables with route counts and per-neighbour
@@ -88,6 +91,11 @@ impl Lab<'_> {
             .chain(self.hosts.keys())
             .cloned()
             .collect();
+        // One raw ICMP socket per source namespace.
+        let mut pingers: BTreeMap<&String, Result<Pinger, String>> = sources
+            .iter()
+            .map(|s| (s, Pinger::open(&self.ns_of_node(s), None)))
+            .collect();
         let mut r = String::from(
             "\nconnectivity (ping to each system's global address; ✓ reply, ✗ none, · self)\n",
         );
@@ -107,22 +115,11 @@ impl Lab<'_> {
                     _ if t == s => "·",
                     None => "-",
                     Some(ip) => {
-                        let ok = Command::new("ip")
-                            .args([
-                                "netns",
-                                "exec",
-                                &self.ns_of_node(s),
-                                "ping",
-                                "-n",
-                                "-c",
-                                "1",
-                                "-W",
-                                "1",
-                            ])
-                            .arg(ip.to_string())
-                            .output()
-                            .is_ok_and(|o| o.status.success());
-                        if ok {
+                        let ok = pingers
+                            .get_mut(s)
+                            .and_then(|p| p.as_mut().ok())
+                            .and_then(|p| p.echo(*ip, Duration::from_secs(1)).ok());
+                        if matches!(ok, Some(Answer::Reply { .. })) {
                             "✓"
                         } else {
                             "✗"

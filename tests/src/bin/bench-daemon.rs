@@ -1,7 +1,7 @@
 //! Control plane end to end: the real `ntkplane run` daemon on a large topology
 //! (default 4.16.256.256, the 22-bit layout), given N neighbours and one ETP with a path to
 //! every destination, through the client as an operator would. Reports the time from the
-//! ETP to the full state in the kernel, the routes installed (read back with `ip -j`), and
+//! ETP to the full state in the kernel, the routes installed (read back over rtnetlink), and
 //! the daemon's peak RSS (`VmHWM`).
 //!
 //! Usage: bench-daemon [--topology T] [--address A] [--neighbours N] [--json PATH]
@@ -126,15 +126,10 @@ fn main() {
     d.ok(&["etp", "0", &serde_json::to_string(&feed).unwrap()]);
     let etp = t1.elapsed();
 
-    let all: Vec<serde_json::Value> =
-        serde_json::from_str(&ns.sh("ip -j -4 route show table all")).unwrap();
-    let in_tables = all
+    let in_tables = ntkplane_lab::readback::routes_in(&ns.name)
+        .unwrap()
         .iter()
-        .filter(|r| {
-            r["table"]
-                .as_str()
-                .is_some_and(|t| t != "main" && t != "local")
-        })
+        .filter(|r| r.table != 254 && r.table != 255)
         .count();
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
     let kib = |key: &str| -> u64 {
