@@ -448,9 +448,8 @@ fn feed(paths: &[(ntkplane::addr::HCoord, Vec<ntkplane::fwd::Path>)]) -> String 
     .to_string()
 }
 
-/// Starts the daemon as A with this bootstrap timeout, makes B a known qspn neighbour, and
-/// enters `2·1·` with B (internal arc). Returns when A₁ (identity 1) exists.
-fn enter_with_b(d: &mut Instance, timeout_ms: &str) {
+/// Starts (or restarts) the daemon as A (3·1·0·1) with this bootstrap timeout.
+fn start_a(d: &mut Instance, timeout_ms: &str) {
     d.start_with(&[
         "--topology",
         "4.2.2.2",
@@ -462,6 +461,12 @@ fn enter_with_b(d: &mut Instance, timeout_ms: &str) {
         "--bootstrap-timeout-ms",
         timeout_ms,
     ]);
+}
+
+/// Starts the daemon as A with this bootstrap timeout, makes B a known qspn neighbour, and
+/// enters `2·1·` with B (internal arc). Returns when A₁ (identity 1) exists.
+fn enter_with_b(d: &mut Instance, timeout_ms: &str) {
+    start_a(d, timeout_ms);
     d.ok(&["add-identity-arc", "0", "eth1", B_MAC, B_LL]);
     assert!(d
         .ok(&["add-qspn-arc", "0", "eth1", B_MAC])
@@ -687,17 +692,7 @@ fn bootstrap_ends_after_the_timeout_without_news_from_outside() {
     std::thread::sleep(std::time::Duration::from_millis(300));
     let before = a1(&d)["bootstrap_for_ms"].as_u64().unwrap();
     d.kill9();
-    d.start_with(&[
-        "--topology",
-        "4.2.2.2",
-        "--address",
-        "3.1.0.1",
-        "--interface",
-        &format!("eth1={A_LL}"),
-        "--serve-anonymous",
-        "--bootstrap-timeout-ms",
-        "5000",
-    ]);
+    start_a(&mut d, "5000");
     let id = a1(&d);
     let elapsed = t0.elapsed().as_millis() as u64;
     assert!(

@@ -301,34 +301,13 @@ impl Rtnl {
 
     /// ntkplane's IPv4 addresses: (device, address); all are /32.
     pub async fn addresses(&self) -> Result<Vec<(String, Ipv4Addr)>, RtnlError> {
-        let msgs: Vec<AddressMessage> = self
-            .h
-            .address()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(req("address dump"))?;
-        let mut out = Vec::new();
-        for m in msgs {
-            if m.header.family != AddressFamily::Inet {
-                continue;
-            }
-            let ours = m.attributes.iter().any(|a| {
-                matches!(
-                    a,
-                    AddressAttribute::Protocol(AddressProtocol::Other(PROTO_NTK))
-                )
-            });
-            let addr = m.attributes.iter().find_map(|a| match a {
-                AddressAttribute::Local(std::net::IpAddr::V4(v)) => Some(*v),
-                _ => None,
-            });
-            if let (true, Some(addr)) = (ours, addr) {
-                out.push((self.name_of(m.header.index), addr));
-            }
-        }
-        Ok(out)
+        Ok(self
+            .all_addresses()
+            .await?
+            .into_iter()
+            .filter(|a| a.protocol == PROTO_NTK)
+            .map(|a| (a.dev, a.local))
+            .collect())
     }
 
     /// Every IPv4 address of every device, whatever its protocol, in the kernel's dump order.
