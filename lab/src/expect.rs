@@ -358,7 +358,7 @@ pub fn normalize_nat(s: &str) -> String {
     let mut out = String::new();
     let mut rest = flat.as_str();
     while let Some(open) = rest.find("{ ") {
-        let Some(close) = rest[open..].find(" }").map(|c| c + open) else {
+        let Some(close) = rest[open + 2..].find(" }").map(|c| c + open + 2) else {
             break;
         };
         out.push_str(&rest[..open + 2]);
@@ -646,6 +646,8 @@ table inet filter {
             normalize_nat("dnat ip prefix to ip daddr map { 10.0.0.86/31 : 10.0.0.40/31,10.0.0.22/31 : 10.0.0.40/31 }"),
             "dnat ip prefix to ip daddr map { 10.0.0.22/31 : 10.0.0.40/31, 10.0.0.86/31 : 10.0.0.40/31 }"
         );
+        assert_eq!(normalize_nat("x { } y {  }"), "x { } y { }");
+        assert_eq!(normalize_nat("a { b"), "a { b");
         assert!(nat_rules("").is_empty());
         let empty = "table ip ntkplane {\n\tchain postrouting {\n\t\ttype nat hook postrouting priority srcnat; policy accept;\n\t}\n}\n";
         assert!(nat_rules(empty).is_empty());
