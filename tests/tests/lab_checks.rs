@@ -9,10 +9,12 @@ use ntkplane_integration::{daemon::lab_bin, lab::require_root};
 
 const QUICKSTART: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../scenarios/quickstart.toml");
 
-/// After the quickstart's systems and graph: identity arcs; two windows (α's own state from
-/// the qspn arcs to the first ETPs; the pause between add-qspn-arc and the first ETP, when
-/// table 250 exists without its rule); the qspn arcs added at once; an administrator's route
-/// in table 251; α's whole state; a group of two checks and two sleeps at once.
+/// After the quickstart's systems and graph (and [`GAMMA`]): identity arcs; two windows (α's
+/// own state from the qspn arcs to the first ETPs; the pause between add-qspn-arc and the
+/// first ETP, when table 250 exists without its rule); the qspn arcs added at once; an
+/// administrator's route in table 251; α's whole state; a group of two checks and two sleeps
+/// at once; then γ enters α's network with no previous operation, a window inside its
+/// `enter_net_phase_1`.
 const STEPS: &str = r#"
 [[step]]
 on = "alpha"
@@ -105,6 +107,49 @@ parallel = [
 
 [[step]]
 ping = { from = "alpha", to = "beta:global", expect = "reply", reply_from = "beta:global" }
+
+[[step]]
+on = "gamma"
+run = ["add-identity-arc", "0", "eth1", "00:16:3E:FD:E2:AA", "169.254.69.30"]
+
+[[step]]
+on = "alpha"
+run = ["add-identity-arc", "0", "eth1", "00:16:3E:5B:78:D5", "169.254.94.223"]
+
+[[step]]
+title = "γ 3·1·0·0 enters α's network as 2·0·2·0, then 2·0·0·0: previous operation null"
+on = "gamma"
+run = ["prepare-enter-net-phase-1", "0", "0", "2", "2.0", "0.0", "2", "1", "0", "1", "2", "1", "[0]", "111", "null"]
+
+[[step]]
+title = "inside enter_net_phase_1 (phases 1 and 2): lookup 251 always there, no fwmark rule yet"
+[step.during]
+from = "entry"
+to = "entry"
+[step.during.check]
+on = "gamma"
+rules = ["local", "lookup 251", "main", "default"]
+links = { eth1 = { up = true, classifier = true } }
+
+[[step]]
+id = "entry"
+on = "gamma"
+run = ["enter-net-phase-1", "0", "111"]
+expect = { identity = 1 }
+
+[[step]]
+title = "the old identity's namespace went with the command"
+check = { on = "gamma", namespaces = [], rules = ["local", "lookup 251", "main", "default"] }
+"#;
+
+/// A third system, alone in its own network until it enters α's (E12: with no previous
+/// operation, phase 2 runs inside `enter_net_phase_1`).
+const GAMMA: &str = r#"
+[[system]]
+name = "gamma"
+mac = "00:16:3E:5B:78:D5"
+linklocal = "169.254.94.223"
+address = "3.1.0.0"
 "#;
 
 /// A wrong expectation: the text replaced and its replacement, the text that starts on the
@@ -132,8 +177,10 @@ nat"#,
         ],
     },
     Wrong {
-        from: r#"rules = ["local", "lookup 251", "main", "default"]"#,
-        to: r#"rules = ["local", "fwmark 250 lookup 250", "lookup 251", "main", "default"]"#,
+        from: r#"rules = ["local", "lookup 251", "main", "default"]
+fwmark_rules"#,
+        to: r#"rules = ["local", "fwmark 250 lookup 250", "lookup 251", "main", "default"]
+fwmark_rules"#,
         line_at: None,
         field: "step[3].during.check.rules",
         says: &[
@@ -207,6 +254,19 @@ nat"#,
         says: &["table 251: 10.0.0.100 via 169.254.96.141 dev eth1 not expected"],
     },
     Wrong {
+        from: r#"on = "gamma"
+rules = ["local", "lookup 251", "main", "default"]"#,
+        to: r#"on = "gamma"
+rules = ["local", "fwmark 250 lookup 250", "lookup 251", "main", "default"]"#,
+        line_at: Some(r#"rules = ["local", "fwmark 250 lookup 250", "lookup 251", "main", "default"]
+links"#),
+        field: "step[14].during.check.rules",
+        says: &[
+            "while step 16 ran (gamma: ntkplane enter-net-phase-1 0 111)",
+            "got [local, lookup 251, main, default]",
+        ],
+    },
+    Wrong {
         from: r#"{ check = { on = "beta", rules = ["local", ["fwmark 250 lookup 250"], "lookup 251""#,
         to: r#"{ check = { on = "beta", rules = ["local", ["fwmark 249 lookup 249"], "lookup 251""#,
         line_at: None,
@@ -241,7 +301,7 @@ fn exact_checks_windows_and_groups_pass_when_right_and_name_each_wrong_expectati
     require_root();
     let quick = std::fs::read_to_string(QUICKSTART).unwrap();
     let head = &quick[..quick.find("[[step]]").unwrap()];
-    let right = format!("{head}{STEPS}");
+    let right = format!("{head}{GAMMA}{STEPS}");
     let mut wrong = right.clone();
     for w in WRONG {
         assert_eq!(wrong.matches(w.from).count(), 1, "fixture: {}", w.from);
@@ -259,14 +319,14 @@ fn exact_checks_windows_and_groups_pass_when_right_and_name_each_wrong_expectati
     let (code, out, err) = run(&right_file);
     assert_eq!(code, 0, "the right scenario failed:\n{out}\n{err}");
     assert!(
-        out.contains("checks: 6 passed, 0 failed (5 exact)"),
+        out.contains("checks: 8 passed, 0 failed (7 exact)"),
         "{out}"
     );
     let windows: Vec<&str> = out
         .lines()
         .filter(|l| l.contains("window of step"))
         .collect();
-    assert_eq!(windows.len(), 2, "{out}");
+    assert_eq!(windows.len(), 3, "{out}");
     for w in &windows {
         let gap: u64 = w
             .split("at most ")
@@ -289,7 +349,7 @@ fn exact_checks_windows_and_groups_pass_when_right_and_name_each_wrong_expectati
     let (code, out, err) = run(&wrong_file);
     assert_ne!(code, 0, "the wrong scenario passed:\n{out}");
     assert!(
-        out.contains("checks: 2 passed, 4 failed (5 exact)"),
+        out.contains("checks: 3 passed, 5 failed (7 exact)"),
         "{out}"
     );
     let report = out.split("\nchecks: ").nth(1).unwrap_or("");
