@@ -278,7 +278,9 @@ impl<'a> Lab<'a> {
     /// step, before the window's end.
     fn close_window(&mut self, w: Window, cut: Option<usize>) -> String {
         w.stop.store(true, Ordering::SeqCst);
-        let seen = w.handle.join().unwrap_or_default();
+        let joined = w.handle.join();
+        let crashed = joined.is_err();
+        let seen = joined.unwrap_or_default();
         let sc = self.sc;
         let (from, to, k) = window_of(sc, w.during);
         let what = format!(
@@ -305,6 +307,14 @@ impl<'a> Lab<'a> {
                 })
                 .collect(),
         };
+        if crashed {
+            let (origin, _) = &sc.steps[w.during];
+            failures.push(Failure {
+                at: sc.step_at(origin),
+                field: format!("step[{}].during", origin.index),
+                msg: "the sampler thread panicked".into(),
+            });
+        }
         if let Some(n) = cut {
             let (origin, step) = &sc.steps[w.during];
             let at = match &step.during {
