@@ -188,6 +188,54 @@ pub fn ntk_rules_in(netns: &str) -> Result<Vec<KRule>, String> {
     })
 }
 
+/// `nft list ruleset` of the namespace: nft run from a thread inside it (no `ip netns exec`,
+/// so that `during` windows can sample it often).
+pub fn nft_ruleset_in(netns: &str) -> Result<String, String> {
+    let out = Netns::named(netns)
+        .run(|| {
+            Command::new("nft")
+                .args(["list", "ruleset"])
+                .env("LC_ALL", "C")
+                .output()
+        })
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("cannot run nft: {e}"))?;
+    if !out.status.success() {
+        return Err(format!(
+            "[{netns}] nft list ruleset: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// The labels of the identity namespaces of daemon instance `instance` that exist on the
+/// host (`<instance>-<label>`, e.g. `migr01`).
+pub fn identity_namespaces(instance: &str) -> BTreeSet<String> {
+    let prefix = format!("{instance}-");
+    std::fs::read_dir(ntkplane::netns::NETNS_RUN_DIR)
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter_map(|n| n.strip_prefix(&prefix).map(str::to_string))
+        .collect()
+}
+
+/// The names of the programs attached to `iface`'s TCX ingress in `netns`, in their order
+/// (the kernel's BPF_PROG_QUERY through aya).
+pub fn tcx_ingress_in(netns: &str, iface: &str) -> Result<Vec<String>, String> {
+    use aya::programs::{SchedClassifier, TcAttachType};
+    let (_, progs) = Netns::named(netns)
+        .run(|| SchedClassifier::query_tcx(iface, TcAttachType::Ingress))
+        .map_err(|e| e.to_string())?
+        .map_err(|e| format!("[{netns}] {iface}: TCX ingress query: {e}"))?;
+    Ok(progs
+        .iter()
+        .map(|p| p.name_as_str().unwrap_or("?").to_string())
+        .collect())
+}
+
 /// The classifier's MAC → mark entries, read from its pinned map (MACs in upper case).
 pub fn pinned_marks(pin_dir: &Path) -> Result<BTreeMap<String, u32>, String> {
     Ok(ntkplane::classifier::pinned_entries(pin_dir)
@@ -200,7 +248,7 @@ pub fn pinned_marks(pin_dir: &Path) -> Result<BTreeMap<String, u32>, String> {
 // ---- Rendering, in iproute2's line format (tables as numbers) ----
 
 /// RTN_* names, as iproute2 prints route types.
-fn route_type(t: u8) -> String {
+pub(crate) fn route_type(t: u8) -> String {
     match t {
         0 => "none".into(),
         1 => "unicast".into(),
@@ -219,7 +267,7 @@ fn route_type(t: u8) -> String {
 }
 
 /// RTPROT_* names (iproute2's built-in `rt_protos`).
-fn protocol(p: u8) -> String {
+pub(crate) fn protocol(p: u8) -> String {
     match p {
         0 => "unspec".into(),
         1 => "redirect".into(),
@@ -247,7 +295,7 @@ fn protocol(p: u8) -> String {
 }
 
 /// RT_SCOPE_* names.
-fn scope(s: u8) -> String {
+pub(crate) fn scope(s: u8) -> String {
     match s {
         0 => "global".into(),
         200 => "site".into(),

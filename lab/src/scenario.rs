@@ -17,6 +17,8 @@ use ntkplane::{
     mac::MacAddr,
 };
 
+use crate::expect::{self, RuleItem};
+
 /// A scenario error: where (file, line, field) and what.
 #[derive(Debug, thiserror::Error)]
 #[error("{file}:{line}: {field}: {msg}")]
@@ -125,6 +127,9 @@ pub struct Step {
     /// Shown as progress.
     #[serde(default)]
     pub title: Option<String>,
+    /// A name `during` windows refer to the step by (unique in the scenario, includes too).
+    #[serde(default)]
+    pub id: Option<S<String>>,
     /// The system a `run`/`shell`/`start` step applies to.
     #[serde(default)]
     pub on: Option<S<String>>,
@@ -151,6 +156,47 @@ pub struct Step {
     pub ping: Option<PingCheck>,
     #[serde(default)]
     pub udp: Option<UdpCheck>,
+    /// A kernel check sampled while the steps `from` … `to` run.
+    #[serde(default)]
+    pub during: Option<During>,
+    /// Steps run concurrently (each in its own thread); the group ends when all have.
+    #[serde(default)]
+    pub parallel: Option<Vec<Step>>,
+}
+
+/// `during = { from, to, check }`: `check` must hold from just before step `from` starts
+/// until just after step `to` ends (ids of later steps; `from` may be `to`), sampled at
+/// least every [`DURING_PERIOD_MS`] ms.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct During {
+    pub from: S<String>,
+    pub to: S<String>,
+    pub check: KernelCheck,
+}
+
+/// The period of a `during` window's samples.
+pub const DURING_PERIOD_MS: u64 = 50;
+
+/// Expected state of one link (`links = { eth1 = { up = true, classifier = true } }`).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkExpect {
+    /// Administratively up (IFF_UP).
+    #[serde(default)]
+    pub up: Option<bool>,
+    /// The classifier (the TCX program `classify`) attached to its ingress: exactly once, or
+    /// not at all.
+    #[serde(default)]
+    pub classifier: Option<bool>,
+    /// The link kind (`veth`, `macvlan`, …).
+    #[serde(default)]
+    pub kind: Option<String>,
+    /// A macvlan's mode (`vepa`, `bridge`, `private`, `passthru`, `source`).
+    #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
+    pub mac: Option<String>,
 }
 
 /// Expected kernel state of one namespace of a system.
@@ -161,22 +207,66 @@ pub struct KernelCheck {
     /// Identity namespace label (`migr02`); default: the system's namespace.
     #[serde(default)]
     pub netns: Option<String>,
-    /// Expected tables: a section of the spec's listings, or inline text in that format.
+    /// Expected tables: a section of the spec's listings, or inline text in that format (with
+    /// a listing: tables or routes added to it).
     #[serde(default)]
     pub listing: Option<S<String>>,
     #[serde(default)]
-    pub tables: Option<String>,
+    pub tables: Option<S<String>>,
+    /// Compare every route of the listed tables, whatever its protocol (default: ntkplane's
+    /// routes, protocol ntk, only).
+    #[serde(default)]
+    pub tables_exact: Option<S<bool>>,
+    /// Only the listed tables are compared; ntkplane may have others (default: exactly these).
+    #[serde(default)]
+    pub tables_subset: Option<S<bool>>,
+    /// Table id → whether a `fwmark ID lookup ID` rule exists (default: true for every listed
+    /// table but 251).
+    #[serde(default)]
+    pub fwmark_rules: Option<S<BTreeMap<String, bool>>>,
     /// MAC → mark of the classifier's map (when given: exactly these).
     #[serde(default)]
-    pub marks: Option<BTreeMap<String, u32>>,
+    pub marks: Option<S<BTreeMap<String, u32>>>,
     /// Substrings that must / must not appear in the namespace's IPv4 addresses, routes of
     /// every table and rules, rendered as `ip -4 -o addr show`, `ip route show table all`
     /// and `ip rule show` print them but with numeric table ids (read over rtnetlink), and
     /// in `nft list ruleset`.
     #[serde(default)]
-    pub contains: Vec<String>,
+    pub contains: Vec<S<String>>,
     #[serde(default)]
-    pub absent: Vec<String>,
+    pub absent: Vec<S<String>>,
+    /// Interface → exactly these IPv4 addresses (`A.B.C.D/LEN`, `/32` if left out).
+    #[serde(default)]
+    pub addresses: Option<S<BTreeMap<String, Vec<String>>>>,
+    /// Exactly these rules, in this order (priorities not compared); an inner array: rules in
+    /// any order among themselves.
+    #[serde(default)]
+    pub rules: Option<S<Vec<RuleItem>>>,
+    /// Exactly these NAT rules, in `nft list ruleset` order, named maps written in place.
+    #[serde(default)]
+    pub nat: Option<S<Vec<String>>>,
+    /// Table main holds exactly these routes (`ip route show` lines, fields in any order).
+    #[serde(default)]
+    pub main: Option<S<String>>,
+    /// The system's identity namespaces are exactly these labels (`[]`: none is left).
+    #[serde(default)]
+    pub namespaces: Option<S<Vec<String>>>,
+    /// Links of the namespace: admin state, classifier attachment, kind, macvlan mode, MAC.
+    #[serde(default)]
+    pub links: Option<S<BTreeMap<String, LinkExpect>>>,
+}
+
+impl KernelCheck {
+    /// Whether the check states a whole part of the state exactly (addresses, rules, NAT,
+    /// table main, identity namespaces, tables over every protocol).
+    pub fn is_exact(&self) -> bool {
+        self.addresses.is_some()
+            || self.rules.is_some()
+            || self.nat.is_some()
+            || self.main.is_some()
+            || self.namespaces.is_some()
+            || self.tables_exact.as_ref().is_some_and(|t| *t.get_ref())
+    }
 }
 
 /// `ping` from a system or host to an address; `expect` is `reply`, `unreachable` (an ICMP
@@ -228,8 +318,33 @@ pub struct Scenario {
     pub systems: Vec<SystemDef>,
     pub hosts: Vec<HostDef>,
     pub graphs: BTreeMap<String, GraphDef>,
-    /// (file the step came from, step)
-    pub steps: Vec<(PathBuf, Step)>,
+    /// (where the step was written, step)
+    pub steps: Vec<(Origin, Step)>,
+    /// Step ids → index in `steps`.
+    pub ids: BTreeMap<String, usize>,
+    /// The text of every file read (for the lines failures name at run time).
+    pub sources: BTreeMap<PathBuf, String>,
+}
+
+/// Where a step was written: its file and its index among that file's `[[step]]`s.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Origin {
+    pub file: PathBuf,
+    pub index: usize,
+}
+
+impl Scenario {
+    /// `FILE:LINE` of a position in a file of the scenario.
+    pub fn at(&self, file: &Path, span: std::ops::Range<usize>) -> String {
+        let line = self.sources.get(file).map_or(0, |t| line_of(t, span.start));
+        format!("{}:{line}", file.display())
+    }
+
+    /// `FILE:LINE` of a step's `[[step]]` header.
+    pub fn step_at(&self, o: &Origin) -> String {
+        let text = self.sources.get(&o.file).map_or("", |t| t.as_str());
+        self.at(&o.file, step_span(text, o.index))
+    }
 }
 
 /// Where a span starts: 1-based line.
@@ -346,6 +461,7 @@ impl Scenario {
             msg: e.message().to_string(),
         })?;
         let mut sc = Self::base(&c, &f)?;
+        sc.sources.insert(path.to_path_buf(), text.to_string());
         sc.name = f.name.clone();
         sc.description = f.description.clone();
         let mut names = Names::of(&sc);
@@ -398,6 +514,8 @@ impl Scenario {
                     hosts: vec![],
                     graphs: BTreeMap::new(),
                     steps: vec![],
+                    ids: BTreeMap::new(),
+                    sources: BTreeMap::new(),
                 }
             }
         };
@@ -534,111 +652,363 @@ impl Scenario {
         Ok(())
     }
 
-    /// `[[step]]`: one action each, every system, host, graph and listing it names known.
+    /// `[[step]]`: one action each, every system, host, graph and listing it names known;
+    /// step ids unique; `during` windows over later steps.
     fn step_section(&mut self, c: &Ctx, f: &File, names: &Names) -> Result<(), ScenarioError> {
+        let base = self.steps.len();
         for (i, s) in f.steps.iter().enumerate() {
-            let field = |x: &str| format!("step[{i}].{x}");
-            let actions = [
-                s.run.is_some(),
-                s.start.is_some(),
-                s.shell.is_some(),
-                s.feed.is_some(),
-                s.wait_ms.is_some(),
-                s.check.is_some(),
-                s.ping.is_some(),
-                s.udp.is_some(),
-            ]
-            .iter()
-            .filter(|x| **x)
-            .count();
-            let at = s.on.as_ref().map_or(0..0, |o| o.span());
-            let at = if at.is_empty() {
-                step_span(c.text, i)
-            } else {
-                at
-            };
-            if actions != 1 {
-                return Err(c.err(at, format!("step[{i}]"), format!("{actions} actions: a step has exactly one of run, start, shell, feed, wait_ms, check, ping, udp")));
-            }
-            if s.run.is_some() || s.shell.is_some() || s.start.is_some() {
-                match &s.on {
-                    Some(o) if s.shell.is_some() => names.known_node(c, o, field("on"))?,
-                    Some(o) => names.known_system(c, o, field("on"))?,
-                    None => return Err(c.err(at, field("on"), "which system? (on = \"…\")")),
-                }
-            }
-            if let Some(r) = &s.run {
-                if r.is_empty() {
-                    return Err(c.err(at, field("run"), "empty command"));
-                }
-            }
-            if let Some(g) = &s.feed {
-                if !self.graphs.contains_key(g.get_ref()) {
+            let field = format!("step[{i}]");
+            self.step_item(c, names, s, &field, step_span(c.text, i), false)?;
+            if let Some(id) = &s.id {
+                let v = id.get_ref();
+                if v.is_empty()
+                    || v.len() > 32
+                    || !v
+                        .bytes()
+                        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+                {
                     return Err(c.err(
-                        g.span(),
-                        field("feed"),
-                        format!("unknown graph '{}'", g.get_ref()),
+                        id.span(),
+                        format!("{field}.id"),
+                        format!("'{v}': use 1-32 lowercase letters, digits or '-'"),
+                    ));
+                }
+                if self.ids.insert(v.clone(), base + i).is_some() {
+                    return Err(c.err(
+                        id.span(),
+                        format!("{field}.id"),
+                        format!("duplicate step id '{v}'"),
                     ));
                 }
             }
-            if let Some(k) = &s.check {
-                names.known_system(c, &k.on, field("check.on"))?;
-                if let Some(l) = &k.listing {
-                    if !crate::listing::has_section(crate::listing::SCENARIO_LISTINGS, l.get_ref())
-                    {
-                        return Err(c.err(
-                            l.span(),
-                            field("check.listing"),
-                            format!("no listing '{}' in the spec's listings", l.get_ref()),
-                        ));
-                    }
+            self.steps.push((
+                Origin {
+                    file: c.file.to_path_buf(),
+                    index: i,
+                },
+                s.clone(),
+            ));
+        }
+        self.windows(c, f, base)
+    }
+
+    /// One step (or, `member`, one step of a `parallel` group): exactly one action, and what
+    /// it names known.
+    fn step_item(
+        &self,
+        c: &Ctx,
+        names: &Names,
+        s: &Step,
+        prefix: &str,
+        header: std::ops::Range<usize>,
+        member: bool,
+    ) -> Result<(), ScenarioError> {
+        let field = |x: &str| format!("{prefix}.{x}");
+        let actions = [
+            s.run.is_some(),
+            s.start.is_some(),
+            s.shell.is_some(),
+            s.feed.is_some(),
+            s.wait_ms.is_some(),
+            s.check.is_some(),
+            s.ping.is_some(),
+            s.udp.is_some(),
+            s.during.is_some(),
+            s.parallel.is_some(),
+        ]
+        .iter()
+        .filter(|x| **x)
+        .count();
+        let at = s.on.as_ref().map_or(0..0, |o| o.span());
+        let at = if at.is_empty() { header.clone() } else { at };
+        if actions != 1 {
+            return Err(c.err(at, prefix, format!("{actions} actions: a step has exactly one of run, start, shell, feed, wait_ms, check, ping, udp, during, parallel")));
+        }
+        if member {
+            let not_here = [
+                (s.start.is_some(), "start"),
+                (s.feed.is_some(), "feed"),
+                (s.during.is_some(), "during"),
+                (s.parallel.is_some(), "parallel"),
+                (s.id.is_some(), "id"),
+            ];
+            if let Some((_, what)) = not_here.iter().find(|(x, _)| *x) {
+                return Err(c.err(
+                    at,
+                    field(what),
+                    "not in a parallel group (its steps are run, shell, wait_ms, check, ping or udp)",
+                ));
+            }
+        }
+        if s.run.is_some() || s.shell.is_some() || s.start.is_some() {
+            match &s.on {
+                Some(o) if s.shell.is_some() => names.known_node(c, o, field("on"))?,
+                Some(o) => names.known_system(c, o, field("on"))?,
+                None => return Err(c.err(at, field("on"), "which system? (on = \"…\")")),
+            }
+        }
+        if let Some(r) = &s.run {
+            if r.is_empty() {
+                return Err(c.err(at, field("run"), "empty command"));
+            }
+        }
+        if let Some(g) = &s.feed {
+            if !self.graphs.contains_key(g.get_ref()) {
+                return Err(c.err(
+                    g.span(),
+                    field("feed"),
+                    format!("unknown graph '{}'", g.get_ref()),
+                ));
+            }
+        }
+        if let Some(k) = &s.check {
+            kernel_check(c, names, k, &field("check"))?;
+        }
+        if let Some(d) = &s.during {
+            kernel_check(c, names, &d.check, &field("during.check"))?;
+        }
+        if let Some(group) = &s.parallel {
+            if group.is_empty() {
+                return Err(c.err(at, field("parallel"), "an empty group"));
+            }
+            for (k, m) in group.iter().enumerate() {
+                self.step_item(
+                    c,
+                    names,
+                    m,
+                    &field(&format!("parallel[{k}]")),
+                    header.clone(),
+                    true,
+                )?;
+            }
+        }
+        if let Some(p) = &s.ping {
+            names.known_node(c, &p.from, field("ping.from"))?;
+            check_target(c, &p.to, &names.systems, field("ping.to"))?;
+            if let Some(x) = &p.source {
+                check_target(c, x, &names.systems, field("ping.source"))?;
+            }
+            if let Some(x) = &p.reply_from {
+                check_target(c, x, &names.systems, field("ping.reply_from"))?;
+            }
+            if !["reply", "unreachable", "no-reply"].contains(&p.expect.get_ref().as_str()) {
+                return Err(c.err(
+                    p.expect.span(),
+                    field("ping.expect"),
+                    format!(
+                        "'{}': expected reply, unreachable or no-reply",
+                        p.expect.get_ref()
+                    ),
+                ));
+            }
+        }
+        if let Some(u) = &s.udp {
+            names.known_node(c, &u.from, field("udp.from"))?;
+            names.known_node(c, &u.at, field("udp.at"))?;
+            check_target(c, &u.to, &names.systems, field("udp.to"))?;
+            for x in [&u.source_seen, &u.source_not].into_iter().flatten() {
+                check_target(c, x, &names.systems, field("udp.source"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// `during = { from, to }` of this file's steps: ids of steps after the `during` step,
+    /// `from` not after `to`.
+    fn windows(&self, c: &Ctx, f: &File, base: usize) -> Result<(), ScenarioError> {
+        for (i, s) in f.steps.iter().enumerate() {
+            let Some(d) = &s.during else { continue };
+            let here = base + i;
+            let mut ends = [0usize; 2];
+            for (k, (name, v)) in [("from", &d.from), ("to", &d.to)].into_iter().enumerate() {
+                let field = format!("step[{i}].during.{name}");
+                let Some(&at) = self.ids.get(v.get_ref()) else {
+                    return Err(c.err(
+                        v.span(),
+                        field,
+                        format!("no step with id '{}'", v.get_ref()),
+                    ));
+                };
+                if at <= here {
+                    return Err(c.err(
+                        v.span(),
+                        field,
+                        format!(
+                            "step '{}' is not after this one: a window is declared before it opens",
+                            v.get_ref()
+                        ),
+                    ));
                 }
-                if let Some(t) = &k.tables {
-                    crate::listing::parse_tables(t)
-                        .map_err(|e| c.err(k.on.span(), field("check.tables"), e))?;
-                }
-                for m in k.marks.iter().flat_map(|m| m.keys()) {
-                    if m.parse::<MacAddr>().is_err() {
-                        return Err(c.err(
-                            k.on.span(),
-                            field("check.marks"),
-                            format!("malformed MAC '{m}'"),
-                        ));
-                    }
+                ends[k] = at;
+            }
+            if ends[0] > ends[1] {
+                return Err(c.err(
+                    d.to.span(),
+                    format!("step[{i}].during.to"),
+                    format!(
+                        "step '{}' comes before '{}'",
+                        d.to.get_ref(),
+                        d.from.get_ref()
+                    ),
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A kernel check (`check = {…}`, a window's `check`): the system known, every expectation
+/// well formed.
+fn kernel_check(
+    c: &Ctx,
+    names: &Names,
+    k: &KernelCheck,
+    prefix: &str,
+) -> Result<(), ScenarioError> {
+    let field = |x: &str| format!("{prefix}.{x}");
+    names.known_system(c, &k.on, field("on"))?;
+    let nothing = k.listing.is_none()
+        && k.tables.is_none()
+        && k.fwmark_rules.is_none()
+        && k.marks.is_none()
+        && k.contains.is_empty()
+        && k.absent.is_empty()
+        && k.addresses.is_none()
+        && k.rules.is_none()
+        && k.nat.is_none()
+        && k.main.is_none()
+        && k.namespaces.is_none()
+        && k.links.is_none();
+    if nothing {
+        return Err(c.err(k.on.span(), prefix, "nothing to check"));
+    }
+    if let Some(l) = &k.listing {
+        if !crate::listing::has_section(crate::listing::SCENARIO_LISTINGS, l.get_ref()) {
+            return Err(c.err(
+                l.span(),
+                field("listing"),
+                format!("no listing '{}' in the spec's listings", l.get_ref()),
+            ));
+        }
+    }
+    if let Some(t) = &k.tables {
+        crate::listing::parse_tables(t.get_ref())
+            .map_err(|e| c.err(t.span(), field("tables"), e))?;
+    }
+    for (name, flag) in [
+        ("tables_exact", &k.tables_exact),
+        ("tables_subset", &k.tables_subset),
+    ] {
+        if let Some(f) = flag {
+            if k.listing.is_none() && k.tables.is_none() {
+                return Err(c.err(f.span(), field(name), "needs listing or tables"));
+            }
+        }
+    }
+    if let Some(r) = &k.fwmark_rules {
+        for id in r.get_ref().keys() {
+            if id.parse::<u32>().is_err() {
+                return Err(c.err(
+                    r.span(),
+                    field("fwmark_rules"),
+                    format!("'{id}' is not a table id"),
+                ));
+            }
+        }
+    }
+    if let Some(m) = &k.marks {
+        for mac in m.get_ref().keys() {
+            if mac.parse::<MacAddr>().is_err() {
+                return Err(c.err(m.span(), field("marks"), format!("malformed MAC '{mac}'")));
+            }
+        }
+    }
+    if let Some(a) = &k.addresses {
+        for (dev, list) in a.get_ref() {
+            let f = field(&format!("addresses.{dev}"));
+            let mut seen = BTreeSet::new();
+            for x in list {
+                let v = expect::parse_address(x).map_err(|e| c.err(a.span(), &f, e))?;
+                if !seen.insert(v) {
+                    return Err(c.err(a.span(), f, format!("'{x}' listed twice")));
                 }
             }
-            if let Some(p) = &s.ping {
-                names.known_node(c, &p.from, field("ping.from"))?;
-                check_target(c, &p.to, &names.systems, field("ping.to"))?;
-                if let Some(x) = &p.source {
-                    check_target(c, x, &names.systems, field("ping.source"))?;
-                }
-                if let Some(x) = &p.reply_from {
-                    check_target(c, x, &names.systems, field("ping.reply_from"))?;
-                }
-                if !["reply", "unreachable", "no-reply"].contains(&p.expect.get_ref().as_str()) {
+        }
+    }
+    if let Some(r) = &k.rules {
+        for (i, item) in r.get_ref().iter().enumerate() {
+            let f = field(&format!("rules[{i}]"));
+            if item.texts().is_empty() {
+                return Err(c.err(r.span(), f, "an empty group"));
+            }
+            for t in item.texts() {
+                expect::parse_rule(t).map_err(|e| c.err(r.span(), &f, e))?;
+            }
+        }
+    }
+    if let Some(n) = &k.nat {
+        if let Some(i) = n.get_ref().iter().position(|x| x.trim().is_empty()) {
+            return Err(c.err(n.span(), field(&format!("nat[{i}]")), "an empty rule"));
+        }
+    }
+    if let Some(m) = &k.main {
+        expect::parse_main(m.get_ref()).map_err(|e| c.err(m.span(), field("main"), e))?;
+    }
+    if let Some(ns) = &k.namespaces {
+        for l in ns.get_ref() {
+            if !valid_label(l) {
+                return Err(c.err(
+                    ns.span(),
+                    field("namespaces"),
+                    format!("'{l}': an identity namespace label (e.g. migr01)"),
+                ));
+            }
+        }
+    }
+    if let Some(links) = &k.links {
+        for (dev, l) in links.get_ref() {
+            let f = field(&format!("links.{dev}"));
+            if dev.is_empty() || dev.len() > 15 {
+                return Err(c.err(links.span(), f, "not an interface name"));
+            }
+            if let Some(m) = &l.mac {
+                m.parse::<MacAddr>()
+                    .map_err(|e| c.err(links.span(), &f, format!("malformed MAC '{m}' ({e})")))?;
+            }
+            if let Some(m) = &l.mode {
+                if !["private", "vepa", "bridge", "passthru", "source"].contains(&m.as_str()) {
                     return Err(c.err(
-                        p.expect.span(),
-                        field("ping.expect"),
+                        links.span(),
+                        f,
                         format!(
-                            "'{}': expected reply, unreachable or no-reply",
-                            p.expect.get_ref()
+                            "'{m}': a macvlan mode is private, vepa, bridge, passthru or source"
                         ),
                     ));
                 }
             }
-            if let Some(u) = &s.udp {
-                names.known_node(c, &u.from, field("udp.from"))?;
-                names.known_node(c, &u.at, field("udp.at"))?;
-                check_target(c, &u.to, &names.systems, field("udp.to"))?;
-                for x in [&u.source_seen, &u.source_not].into_iter().flatten() {
-                    check_target(c, x, &names.systems, field("udp.source"))?;
-                }
+            if l.up.is_none()
+                && l.classifier.is_none()
+                && l.kind.is_none()
+                && l.mode.is_none()
+                && l.mac.is_none()
+            {
+                return Err(c.err(
+                    links.span(),
+                    f,
+                    "nothing to check (up, classifier, kind, mode, mac)",
+                ));
             }
-            self.steps.push((c.file.to_path_buf(), s.clone()));
         }
-        Ok(())
     }
+    Ok(())
+}
+
+/// An identity namespace label (`migr01`, `entr05`).
+fn valid_label(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 15
+        && l.bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
 /// The names a scenario defined so far: systems and hosts (shared namespace), their MACs.
@@ -914,6 +1284,109 @@ ping = { from = "alpha", to = "beta:global", expect = "reply" }
         ))
         .unwrap_err();
         assert!(e.msg.contains("exactly one"), "{e}");
+    }
+
+    /// [`OK`] with a check of every exact form, a `parallel` group and a `during` window.
+    fn exact() -> String {
+        OK.to_string()
+            + r#"
+[[step]]
+during = { from = "arcs", to = "pause", check = { on = "alpha", rules = ["local", "lookup 251", "main", "default"] } }
+
+[[step]]
+id = "arcs"
+parallel = [
+  { on = "alpha", run = ["add-qspn-arc", "0", "eth1", "00:16:3E:EC:A3:E1"] },
+  { on = "beta", run = ["add-qspn-arc", "0", "eth1", "00:16:3E:FD:E2:AA"] },
+]
+
+[[step]]
+id = "pause"
+wait_ms = 100
+
+[[step]]
+check = { on = "alpha",
+  addresses = { eth1 = ["169.254.69.30/32", "10.0.0.18"], lo = ["127.0.0.1/8", "10.0.0.32/32"] },
+  rules = ["local", ["fwmark 250 lookup 250", "fwmark 249 lookup 249"], "lookup 251", "main", "default"],
+  nat = ["ip daddr 10.0.0.64/27 snat to 10.0.0.18"],
+  main = """
+169.254.96.141 dev eth1 proto ntk scope link src 169.254.69.30
+""",
+  namespaces = [],
+  links = { eth1 = { up = true, classifier = true, kind = "veth" } },
+  tables = """
+table 250
+  unreachable: .0/29
+""", tables_exact = true, tables_subset = true, fwmark_rules = { "250" = false } }
+"#
+    }
+
+    #[test]
+    fn exact_forms_windows_and_groups_load() {
+        let s = parse(&exact()).unwrap();
+        assert_eq!(s.steps.len(), 7);
+        assert_eq!(s.ids["arcs"], 4);
+        assert_eq!(s.ids["pause"], 5);
+        let k = s.steps[6].1.check.as_ref().unwrap();
+        assert!(k.is_exact());
+        assert_eq!(k.rules.as_ref().unwrap().get_ref().len(), 5);
+        assert_eq!(s.steps[4].1.parallel.as_ref().unwrap().len(), 2);
+        assert_eq!(s.step_at(&s.steps[6].0), "t.toml:48");
+        assert_eq!(
+            s.at(Path::new("t.toml"), k.nat.as_ref().unwrap().span()),
+            "t.toml:52"
+        );
+    }
+
+    /// The error of [`exact`] with `from` replaced by `to`.
+    fn exact_error(from: &str, to: &str) -> ScenarioError {
+        let text = exact();
+        assert!(text.contains(from), "{from}");
+        parse(&text.replacen(from, to, 1)).unwrap_err()
+    }
+
+    #[test]
+    fn exact_forms_are_checked_at_load_with_line_and_field() {
+        for (from, to, line, field, msg) in [
+            ("\"10.0.0.18\"]", "\"10.0.0.318\"]", 50, "step[6].check.addresses.eth1", "bad address '10.0.0.318"),
+            ("\"main\", \"default\"],\n", "\"main\", \"prio 5 lookup 9\"],\n", 51, "step[6].check.rules[4]", "unknown word 'prio'"),
+            ("[\"fwmark 250 lookup 250\", \"fwmark 249 lookup 249\"]", "[]", 51, "step[6].check.rules[1]", "an empty group"),
+            ("snat to 10.0.0.18\"]", "snat to 10.0.0.18\", \" \"]", 52, "step[6].check.nat[1]", "an empty rule"),
+            ("scope link src 169.254.69.30\n", "scope lnk src 169.254.69.30\n", 53, "step[6].check.main", "unknown scope 'lnk'"),
+            ("namespaces = []", "namespaces = [\"Migr01\"]", 56, "step[6].check.namespaces", "'Migr01'"),
+            ("kind = \"veth\"", "mode = \"fast\"", 57, "step[6].check.links.eth1", "'fast': a macvlan mode"),
+            ("classifier = true, kind", "clasifier = true, kind", 57, "toml", "clasifier"),
+            ("{ \"250\" = false }", "{ \"ntk\" = false }", 61, "step[6].check.fwmark_rules", "'ntk' is not a table id"),
+            ("unreachable: .0/29\n\"\"\"", "unreachable: 0/29\n\"\"\"", 58, "step[6].check.tables", "bad prefix"),
+            ("to = \"pause\"", "to = \"pose\"", 35, "step[3].during.to", "no step with id 'pose'"),
+            ("from = \"arcs\", to = \"pause\"", "from = \"pause\", to = \"arcs\"", 35, "step[3].during.to", "comes before"),
+            ("id = \"pause\"", "id = \"arcs\"", 45, "step[5].id", "duplicate step id 'arcs'"),
+            ("id = \"pause\"", "id = \"Pause\"", 45, "step[5].id", "'Pause'"),
+            ("{ on = \"beta\", run", "{ on = \"beta\", start = true, run", 41, "step[4].parallel[1]", "2 actions"),
+            ("{ on = \"beta\", run = [\"add-qspn-arc\", \"0\", \"eth1\", \"00:16:3E:FD:E2:AA\"] }", "{ on = \"beta\", start = true }", 41, "step[4].parallel[1].start", "not in a parallel group"),
+            ("{ on = \"beta\", run", "{ on = \"zeta\", run", 41, "step[4].parallel[1].on", "unknown system 'zeta'"),
+            ("rules = [\"local\", \"lookup 251\", \"main\", \"default\"] } }", "} }", 35, "step[3].during.check", "nothing to check"),
+            ("tables_subset = true", "tables_subset = 1", 61, "toml", "bool"),
+        ] {
+            let e = exact_error(from, to);
+            assert_eq!((e.line, e.field.as_str()), (line, field), "{from} → {to}: {e}");
+            assert!(e.msg.contains(msg), "{from} → {to}: {e}");
+        }
+        // A window declared after the step it opens at.
+        let text = exact().replace(
+            "[[step]]\nduring = { from = \"arcs\"",
+            "[[step]]\nid = \"w\"\nduring = { from = \"w\"",
+        );
+        let e = parse(&text).unwrap_err();
+        assert_eq!(e.field, "step[3].during.from", "{e}");
+        assert!(e.msg.contains("not after this one"), "{e}");
+        // tables_exact without tables or listing.
+        let e = parse(&OK.replace(
+            "[[step]]\nfeed = \"g\"",
+            "[[step]]\ncheck = { on = \"alpha\", tables_exact = true, namespaces = [] }\n[[step]]\nfeed = \"g\"",
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, "step[1].check.tables_exact", "{e}");
     }
 
     #[test]

@@ -169,7 +169,10 @@ fn quickstart_passes_and_leaves_nothing() {
     let _names = ForeignTableNames::install();
     let (code, out, err) = lab_run_with(Path::new(QUICKSTART), &[("PATH", tools.path())]);
     assert_eq!(code, 0, "quickstart failed:\n{out}\n{err}");
-    assert!(out.contains("checks: 4 passed, 0 failed"), "{out}");
+    assert!(
+        out.contains("checks: 5 passed, 0 failed (2 exact)"),
+        "{out}"
+    );
     assert!(
         out.contains("connectivity"),
         "no matrix in the report: {out}"

@@ -8,6 +8,7 @@
 //! code.
 mod checks;
 mod daemons;
+mod exact;
 mod report;
 mod topology;
 
@@ -15,17 +16,21 @@ use std::{
     collections::BTreeMap,
     path::{Path, PathBuf},
     process::Child,
-    sync::atomic::{AtomicBool, Ordering},
+    sync::{
+        atomic::{AtomicBool, AtomicUsize, Ordering},
+        mpsc, Arc,
+    },
     time::{Duration, Instant},
 };
 
 use ntkplane::daemon::proto::Feed;
 use serde_json::Value;
 
-pub use checks::{compare_marks, compare_tables};
+pub use checks::{compare_marks, compare_tables, Failure};
 pub use topology::{clean_all, lab_leftovers, lab_namespaces};
 
-use crate::scenario::{Scenario, Step};
+use crate::scenario::{KernelCheck, Origin, Scenario, Step, DURING_PERIOD_MS};
+use checks::{evaluate, Loc, Probe};
 
 /// Every namespace of a lab starts with this (leftovers are recognisable and removable).
 pub const LAB_PREFIX: &str = "ntkl";
@@ -76,7 +81,40 @@ pub struct CheckResult {
     pub step: usize,
     pub what: String,
     pub ok: bool,
+    /// The failures, one per line, each `FILE:LINE: FIELD: what differs`.
     pub detail: String,
+    /// The check stated a whole part of the state exactly ([`KernelCheck::is_exact`]).
+    pub exact: bool,
+}
+
+/// What a step did: a progress note, or a check's outcome.
+enum Done {
+    Note(String),
+    Check {
+        what: String,
+        failures: Vec<Failure>,
+        exact: bool,
+    },
+}
+
+/// What a `during` window's sampler saw.
+#[derive(Default)]
+struct Sampled {
+    samples: usize,
+    violations: usize,
+    /// The longest time between the starts of two samples.
+    max_gap: Duration,
+    elapsed: Duration,
+    /// The first violation: when (from the window's opening), which step ran, what failed.
+    first: Option<(Duration, usize, Vec<Failure>)>,
+}
+
+/// An open `during` window: its sampler thread and how to stop it.
+struct Window<'scope> {
+    during: usize,
+    to: usize,
+    stop: Arc<AtomicBool>,
+    handle: std::thread::ScopedJoinHandle<'scope, Sampled>,
 }
 
 struct Sys {
@@ -143,57 +181,274 @@ impl<'a> Lab<'a> {
     }
 
     /// Runs the timeline; stops at the first failed command (checks are all recorded).
+    /// A `during` step arms a window; it opens (its sampler's first sample taken) just before
+    /// its `from` step starts and closes just after its `to` step ends.
     pub fn run_steps(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), LabError> {
-        let total = self.sc.steps.len();
-        for (i, (_, step)) in self.sc.steps.iter().enumerate() {
-            if stopped() {
-                return Err(LabError::Interrupted);
-            }
-            let title = describe(step);
-            let r = self.step(i, step);
-            match r {
-                Ok(msg) => log(&format!(
-                    "[{:>3}/{total}] {title}{}",
-                    i + 1,
-                    if msg.is_empty() {
-                        String::new()
-                    } else {
-                        format!(" — {msg}")
-                    }
-                )),
-                Err(msg) => {
-                    log(&format!("[{:>3}/{total}] {title} — FAILED", i + 1));
-                    return Err(LabError::Step {
-                        step: i + 1,
-                        title,
-                        msg: msg + &self.dead_daemons(),
+        let sc: &'a Scenario = self.sc;
+        let total = sc.steps.len();
+        let running = AtomicUsize::new(0);
+        let running = &running;
+        std::thread::scope(|scope| {
+            let mut armed: Vec<usize> = Vec::new();
+            let mut open: Vec<Window> = Vec::new();
+            let mut outcome = Ok(());
+            for (i, (origin, step)) in sc.steps.iter().enumerate() {
+                if stopped() {
+                    outcome = Err(LabError::Interrupted);
+                    break;
+                }
+                running.store(i, Ordering::SeqCst);
+                let (starting, waiting): (Vec<usize>, Vec<usize>) =
+                    armed.iter().partition(|d| window_of(sc, **d).0 == i);
+                armed = waiting;
+                for d in starting {
+                    let (_, to, k) = window_of(sc, d);
+                    let loc = Loc {
+                        sc,
+                        file: &sc.steps[d].0.file,
+                        prefix: format!("step[{}].during.check", sc.steps[d].0.index),
+                    };
+                    let probe = self.probe(k);
+                    let stop = Arc::new(AtomicBool::new(false));
+                    let (ready, first) = mpsc::channel();
+                    let flag = stop.clone();
+                    let handle = scope.spawn(move || sample(probe, k, loc, running, &flag, ready));
+                    // The window opens once its first sample is taken.
+                    let _ = first.recv();
+                    open.push(Window {
+                        during: d,
+                        to,
+                        stop,
+                        handle,
                     });
+                }
+                let title = describe(step);
+                let r = match &step.during {
+                    Some(_) => {
+                        armed.push(i);
+                        let (from, to, _) = window_of(sc, i);
+                        Ok(format!("armed for steps {}–{}", from + 1, to + 1))
+                    }
+                    None => self.step(i, origin, step),
+                };
+                let (ending, rest): (Vec<Window>, Vec<Window>) =
+                    open.into_iter().partition(|w| w.to == i);
+                open = rest;
+                let closed: Vec<String> = ending
+                    .into_iter()
+                    .map(|w| self.close_window(w, None))
+                    .collect();
+                match r {
+                    Ok(msg) => log(&format!(
+                        "[{:>3}/{total}] {title}{}",
+                        i + 1,
+                        if msg.is_empty() {
+                            String::new()
+                        } else {
+                            format!(" — {msg}")
+                        }
+                    )),
+                    Err(msg) => {
+                        log(&format!("[{:>3}/{total}] {title} — FAILED", i + 1));
+                        outcome = Err(LabError::Step {
+                            step: i + 1,
+                            title,
+                            msg: msg + &self.dead_daemons(),
+                        });
+                    }
+                }
+                for c in closed {
+                    log(&format!("        {c}"));
+                }
+                if outcome.is_err() {
+                    break;
+                }
+            }
+            // Windows the run did not reach the end of.
+            let at = running.load(Ordering::SeqCst);
+            for w in open {
+                let c = self.close_window(w, Some(at));
+                log(&format!("        {c}"));
+            }
+            outcome
+        })
+    }
+
+    /// Stops a window's sampler and records what it saw; `cut`: the run stopped at that
+    /// step, before the window's end.
+    fn close_window(&mut self, w: Window, cut: Option<usize>) -> String {
+        w.stop.store(true, Ordering::SeqCst);
+        let joined = w.handle.join();
+        let crashed = joined.is_err();
+        let seen = joined.unwrap_or_default();
+        let sc = self.sc;
+        let (from, to, k) = window_of(sc, w.during);
+        let what = format!(
+            "during steps {}–{}: {} {}",
+            from + 1,
+            to + 1,
+            k.on.get_ref(),
+            k.netns.as_deref().unwrap_or("default")
+        );
+        let title = |n: usize| describe(&sc.steps[n].1);
+        let mut failures: Vec<Failure> = match &seen.first {
+            None => vec![],
+            Some((t, n, fs)) => fs
+                .iter()
+                .map(|f| Failure {
+                    msg: format!(
+                        "at {} ms, while step {} ran ({}): {}",
+                        t.as_millis(),
+                        n + 1,
+                        title(*n),
+                        f.msg
+                    ),
+                    ..f.clone()
+                })
+                .collect(),
+        };
+        if crashed {
+            let (origin, _) = &sc.steps[w.during];
+            failures.push(Failure {
+                at: sc.step_at(origin),
+                field: format!("step[{}].during", origin.index),
+                msg: "the sampler thread panicked".into(),
+            });
+        }
+        if let Some(n) = cut {
+            let (origin, step) = &sc.steps[w.during];
+            let at = match &step.during {
+                Some(d) => sc.at(&origin.file, d.to.span()),
+                None => sc.step_at(origin),
+            };
+            failures.push(Failure {
+                at,
+                field: format!("step[{}].during.to", origin.index),
+                msg: format!("the run stopped at step {} before the window's end", n + 1),
+            });
+        }
+        let note = format!(
+            "{} samples in {} ms, at most {} ms apart{}",
+            seen.samples,
+            seen.elapsed.as_millis(),
+            seen.max_gap.as_millis(),
+            if seen.violations > 0 {
+                format!(", {} violated", seen.violations)
+            } else {
+                String::new()
+            }
+        );
+        let exact = k.is_exact();
+        let msg = self.record(
+            w.during + 1,
+            Done::Check {
+                what: format!("{what} ({note})"),
+                failures,
+                exact,
+            },
+        );
+        format!("window of step {} ({what}): {note} — {msg}", w.during + 1)
+    }
+
+    /// Records a step's outcome; the progress note.
+    fn record(&mut self, step: usize, d: Done) -> String {
+        match d {
+            Done::Note(n) => n,
+            Done::Check {
+                what,
+                failures,
+                exact,
+            } => {
+                let ok = failures.is_empty();
+                let lines: Vec<String> = failures.iter().map(|f| f.to_string()).collect();
+                self.results.push(CheckResult {
+                    step,
+                    what,
+                    ok,
+                    detail: lines.join("\n"),
+                    exact,
+                });
+                if ok {
+                    "ok".into()
+                } else {
+                    format!("CHECK FAILED:\n      {}", lines.join("\n      "))
                 }
             }
         }
-        Ok(())
     }
 
-    fn record(&mut self, step: usize, what: String, errors: Vec<String>) -> Result<String, String> {
-        let ok = errors.is_empty();
-        self.results.push(CheckResult {
-            step,
-            what: what.clone(),
-            ok,
-            detail: errors.join("; "),
-        });
-        if ok {
-            Ok("ok".into())
-        } else {
-            Ok(format!("CHECK FAILED:\n      {}", errors.join("\n      ")))
-        }
-    }
-
-    fn step(&mut self, i: usize, s: &Step) -> Result<String, String> {
+    /// One step of the timeline (`during` steps are the runner's).
+    fn step(&mut self, i: usize, origin: &Origin, s: &Step) -> Result<String, String> {
         let on =
             s.on.as_ref()
                 .map(|o| o.get_ref().clone())
                 .unwrap_or_default();
+        if s.start.is_some() {
+            self.start(&on)?;
+            return Ok("daemon up".into());
+        }
+        if let Some(g) = &s.feed {
+            return self.feed(g.get_ref());
+        }
+        if let Some(group) = &s.parallel {
+            let t0 = Instant::now();
+            let this: &Self = self;
+            let done: Vec<Result<Done, String>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = group
+                    .iter()
+                    .enumerate()
+                    .map(|(k, m)| {
+                        let prefix = format!("step[{}].parallel[{k}]", origin.index);
+                        scope.spawn(move || this.act(i, origin, m, &prefix))
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().unwrap_or_else(|_| Err("panicked".into())))
+                    .collect()
+            });
+            let mut notes = Vec::new();
+            let mut errors = Vec::new();
+            for (k, d) in done.into_iter().enumerate() {
+                match d {
+                    Ok(d) => {
+                        let n = self.record(i + 1, d);
+                        if !n.is_empty() {
+                            notes.push(format!("[{k}] {n}"));
+                        }
+                    }
+                    Err(e) => errors.push(format!("[{k}] {e}")),
+                }
+            }
+            if !errors.is_empty() {
+                return Err(errors.join("; "));
+            }
+            notes.insert(
+                0,
+                format!(
+                    "{} steps together in {} ms",
+                    group.len(),
+                    t0.elapsed().as_millis()
+                ),
+            );
+            return Ok(notes.join("; "));
+        }
+        let d = self.act(i, origin, s, &format!("step[{}]", origin.index))?;
+        Ok(self.record(i + 1, d))
+    }
+
+    /// A step that needs nothing but the lab as it is (and so can run in a `parallel`
+    /// group): run, shell, wait_ms, check, ping, udp.
+    fn act(&self, i: usize, origin: &Origin, s: &Step, prefix: &str) -> Result<Done, String> {
+        let on =
+            s.on.as_ref()
+                .map(|o| o.get_ref().clone())
+                .unwrap_or_default();
+        let loc = |key: &str| Loc {
+            sc: self.sc,
+            file: &origin.file,
+            prefix: format!("{prefix}.{key}"),
+        };
         if let Some(args) = &s.run {
             let args: Vec<String> = args
                 .iter()
@@ -209,44 +464,57 @@ impl<'a> Lab<'a> {
                     }
                 }
             }
-            return Ok(String::new());
-        }
-        if s.start.is_some() {
-            self.start(&on)?;
-            return Ok("daemon up".into());
+            return Ok(Done::Note(String::new()));
         }
         if let Some(cmd) = &s.shell {
             let ns = self.ns_of_node(&on);
             crate::readback::sh_in(&ns, cmd)?;
-            return Ok(String::new());
-        }
-        if let Some(g) = &s.feed {
-            return self.feed(g.get_ref());
+            return Ok(Done::Note(String::new()));
         }
         if let Some(ms) = s.wait_ms {
             let t0 = Instant::now();
             while t0.elapsed() < Duration::from_millis(ms) && !stopped() {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            return Ok(String::new());
+            return Ok(Done::Note(String::new()));
         }
         if let Some(k) = &s.check {
-            let errors = self.kernel_check(k);
+            let failures = self.kernel_check(k, &loc("check"));
             let what = format!(
                 "{} {}: {}",
                 k.on.get_ref(),
                 k.netns.as_deref().unwrap_or("default"),
                 k.listing.as_ref().map_or("state", |l| l.get_ref())
             );
-            return self.record(i + 1, what, errors);
+            return Ok(Done::Check {
+                what,
+                failures,
+                exact: k.is_exact(),
+            });
         }
         if let Some(p) = &s.ping {
             let (what, errors) = self.ping(p)?;
-            return self.record(i + 1, what, errors);
+            let l = loc("ping");
+            return Ok(Done::Check {
+                what,
+                failures: errors
+                    .into_iter()
+                    .map(|e| l.fail(p.from.span(), "", e))
+                    .collect(),
+                exact: false,
+            });
         }
         if let Some(u) = &s.udp {
             let (what, errors) = self.udp(u, i)?;
-            return self.record(i + 1, what, errors);
+            let l = loc("udp");
+            return Ok(Done::Check {
+                what,
+                failures: errors
+                    .into_iter()
+                    .map(|e| l.fail(u.from.span(), "", e))
+                    .collect(),
+                exact: false,
+            });
         }
         unreachable!("checked at load: one action per step")
     }
@@ -270,9 +538,81 @@ impl Drop for Lab<'_> {
     }
 }
 
+/// A `during` step's window: (from, to, check).
+fn window_of(sc: &Scenario, d: usize) -> (usize, usize, &KernelCheck) {
+    let w = sc.steps[d].1.during.as_ref().expect("a during step");
+    (sc.ids[w.from.get_ref()], sc.ids[w.to.get_ref()], &w.check)
+}
+
+/// A `during` window's sampler: samples the check so that two samples start at most
+/// [`DURING_PERIOD_MS`] ms apart (it aims at 4/5 of that, for the scheduler's delays; at once
+/// if a sample took longer) until `stop`, then once more; `ready` is told when the first
+/// sample is taken.
+fn sample(
+    probe: Probe,
+    k: &KernelCheck,
+    loc: Loc,
+    running: &AtomicUsize,
+    stop: &AtomicBool,
+    ready: mpsc::Sender<()>,
+) -> Sampled {
+    let period = Duration::from_millis(DURING_PERIOD_MS * 4 / 5);
+    let t0 = Instant::now();
+    let mut seen = Sampled::default();
+    let mut last: Option<Instant> = None;
+    loop {
+        let last_one = stop.load(Ordering::SeqCst);
+        let now = Instant::now();
+        if let Some(l) = last {
+            seen.max_gap = seen.max_gap.max(now - l);
+        }
+        last = Some(now);
+        let step = running.load(Ordering::SeqCst);
+        let failures = evaluate(&probe, k, &loc);
+        seen.samples += 1;
+        if !failures.is_empty() {
+            seen.violations += 1;
+            if seen.first.is_none() {
+                seen.first = Some((now - t0, step, failures));
+            }
+        }
+        if seen.samples == 1 {
+            let _ = ready.send(());
+        }
+        if last_one {
+            break;
+        }
+        let next = now + period;
+        while !stop.load(Ordering::SeqCst) {
+            let left = next.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                break;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(5)));
+        }
+    }
+    seen.elapsed = t0.elapsed();
+    seen
+}
+
 fn describe(s: &Step) -> String {
     if let Some(t) = &s.title {
         return t.clone();
+    }
+    if let Some(d) = &s.during {
+        return format!(
+            "during {} … {}: check {} {}",
+            d.from.get_ref(),
+            d.to.get_ref(),
+            d.check.on.get_ref(),
+            d.check.netns.as_deref().unwrap_or("default")
+        );
+    }
+    if let Some(g) = &s.parallel {
+        return format!(
+            "together: {}",
+            g.iter().map(describe).collect::<Vec<_>>().join(" ‖ ")
+        );
     }
     let on = s.on.as_ref().map(|o| o.get_ref().as_str()).unwrap_or("");
     if let Some(r) = &s.run {

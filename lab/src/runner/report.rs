@@ -69,12 +69,16 @@ impl Lab<'_> {
         let failed: Vec<&CheckResult> = self.results.iter().filter(|c| !c.ok).collect();
         let _ = writeln!(
             r,
-            "\nchecks: {} passed, {} failed",
+            "\nchecks: {} passed, {} failed ({} exact)",
             self.results.len() - failed.len(),
-            failed.len()
+            failed.len(),
+            self.results.iter().filter(|c| c.exact).count()
         );
         for c in failed {
-            let _ = writeln!(r, "  FAILED step {}: {}: {}", c.step, c.what, c.detail);
+            let _ = writeln!(r, "  FAILED step {}: {}", c.step, c.what);
+            for l in c.detail.lines() {
+                let _ = writeln!(r, "    {l}");
+            }
         }
         r
     }
