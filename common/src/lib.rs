@@ -15,6 +15,80 @@ pub const CONFIG_MAP: &str = "NTK_CONFIG";
 pub const CLASSIFY_PROG: &str = "classify";
 /// Name of the global holding the mark mask (set at load time).
 pub const MARK_MASK_GLOBAL: &str = "NTK_MARK_MASK";
+/// Name of the fast-path program: `classify`, then forwarding in TC (see `docs/DESIGN.md`).
+pub const FASTPATH_PROG: &str = "fastpath";
+/// Name of the fast path's per-CPU counter array (one [`FastPathCounters`] per slot).
+pub const FP_STATS_MAP: &str = "NTK_FP_STATS";
+/// Name of the LPM trie of destinations the fast path never forwards (NAT-covered ranges,
+/// local addresses): key [`LpmKeyV4`], value one of the `EXCLUDE_*` kinds.
+pub const EXCLUDE_MAP: &str = "NTK_EXCLUDE";
+/// Capacity of the exclusion trie.
+pub const MAX_EXCLUDED: u32 = 16_384;
+/// Index in the settings array of the fast-path flag (1: the pinned program is `fastpath`).
+pub const CONFIG_FAST_PATH: u32 = 1;
+/// Entries of the settings array.
+pub const CONFIG_ENTRIES: u32 = 2;
+
+/// Exclusion kind: a NAT-covered range (anonymizing SNAT or NETMAP).
+pub const EXCLUDE_NAT: u32 = 1;
+/// Exclusion kind: a local address of the namespace.
+pub const EXCLUDE_LOCAL: u32 = 2;
+
+/// Key of the exclusion trie (`struct bpf_lpm_trie_key_u8` with 4 bytes of data).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct LpmKeyV4 {
+    pub prefix_len: u32,
+    /// Network byte order.
+    pub addr: [u8; 4],
+}
+
+/// Fast-path outcome indices into [`FastPathCounters::packets`].
+pub mod fp {
+    /// Forwarded in TC (`bpf_redirect_neigh`).
+    pub const FORWARDED: usize = 0;
+    /// Handed to the stack: TTL ≤ 1.
+    pub const TTL: usize = 1;
+    /// Handed to the stack: the table answered unreachable, blackhole or prohibit.
+    pub const ROUTE: usize = 2;
+    /// Handed to the stack: not forwarded by the table (local destination, or no matching
+    /// prefix so the stack's later rules decide).
+    pub const NOT_FWDED: usize = 3;
+    /// Handed to the stack: a fragment.
+    pub const FRAGMENT: usize = 4;
+    /// Handed to the stack: IP options (IHL > 5) or not IPv4 version 4.
+    pub const OPTIONS: usize = 5;
+    /// Handed to the stack: larger than the egress MTU.
+    pub const MTU: usize = 6;
+    /// Handed to the stack: destination in an excluded range (NAT or local).
+    pub const EXCLUDED: usize = 7;
+    /// Handed to the stack: not addressed to this host (other MAC, multicast, broadcast).
+    pub const NOT_HOST: usize = 8;
+    /// Handed to the stack: anything else (header not linear, lookup error, redirect error).
+    pub const OTHER: usize = 9;
+    /// Number of outcomes.
+    pub const N: usize = 10;
+    /// Short names, in index order (for `show-tables`).
+    pub const NAMES: [&str; N] = [
+        "forwarded",
+        "ttl",
+        "route",
+        "not-fwded",
+        "fragment",
+        "options",
+        "mtu",
+        "excluded",
+        "not-host",
+        "other",
+    ];
+}
+
+/// Per-CPU fast-path counters of one neighbour slot (packets per outcome).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct FastPathCounters {
+    pub packets: [u64; fp::N],
+}
 
 /// Capacity of the neighbour map. A system has one entry per distinct neighbour MAC of the
 /// identities living in one namespace; 65 536 leaves room far beyond qspnclient's 51.
@@ -80,6 +154,8 @@ mod pod {
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::NeighbourEntry {}
     unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::LpmKeyV4 {}
+    unsafe impl aya::Pod for super::FastPathCounters {}
 }
 
 #[cfg(test)]
@@ -92,5 +168,7 @@ mod tests {
         assert_eq!(size_of::<MacKey>(), 8);
         assert_eq!(size_of::<NeighbourEntry>(), 16);
         assert_eq!(size_of::<Counters>(), 16);
+        assert_eq!(size_of::<LpmKeyV4>(), 8);
+        assert_eq!(size_of::<FastPathCounters>(), 8 * fp::N);
     }
 }

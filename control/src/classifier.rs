@@ -4,11 +4,15 @@
 //! This is the only module that talks to the classifier's BPF objects.
 use std::{
     collections::{BTreeMap, BTreeSet},
+    net::Ipv4Addr,
     path::{Path, PathBuf},
 };
 
 use aya::{
-    maps::{Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues},
+    maps::{
+        lpm_trie::{Key as LpmKey, LpmTrie},
+        Array, HashMap, Map, MapData, MapError, PerCpuArray, PerCpuValues,
+    },
     programs::{
         links::{FdLink, PinnedLink},
         tc::SchedClassifierLinkId,
@@ -17,8 +21,9 @@ use aya::{
     Ebpf, EbpfError, EbpfLoader,
 };
 use ntkplane_common::{
-    Counters, MacKey, NeighbourEntry, CLASSIFY_PROG, CONFIG_MAP, FIRST_NEIGHBOUR_SLOT,
-    MARK_MASK_GLOBAL, NEIGHBOURS_MAP, SLOT_IGNORED, SLOT_MISS, STATS_MAP, STATS_SLOTS,
+    Counters, FastPathCounters, MacKey, NeighbourEntry, CLASSIFY_PROG, CONFIG_FAST_PATH,
+    CONFIG_MAP, EXCLUDE_MAP, FASTPATH_PROG, FIRST_NEIGHBOUR_SLOT, FP_STATS_MAP, MARK_MASK_GLOBAL,
+    NEIGHBOURS_MAP, SLOT_IGNORED, SLOT_MISS, STATS_MAP, STATS_SLOTS,
 };
 
 use crate::{
@@ -82,6 +87,43 @@ pub enum ClassifierError {
         pinned: u32,
         wanted: u32,
     },
+    #[error("the pinned classifier in {dir} has the fast path {}, not {}: clean up first to change it", on_off(*pinned), on_off(*wanted))]
+    FastPathMismatch {
+        dir: PathBuf,
+        pinned: bool,
+        wanted: bool,
+    },
+    #[error("the fast path is off: no exclusion map or fast-path counters")]
+    NoFastPath,
+}
+
+fn on_off(b: bool) -> &'static str {
+    if b {
+        "on"
+    } else {
+        "off"
+    }
+}
+
+/// Whether this kernel has what the fast path needs: `bpf_fib_lookup` with
+/// `BPF_FIB_LOOKUP_TBID` (6.5) and `BPF_FIB_LOOKUP_SKIP_NEIGH` (6.3), and `bpf_redirect_neigh`
+/// (5.10). Detected from the running kernel's release; `Err` says why not.
+pub fn kernel_supports_fast_path() -> Result<(), String> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map_err(|e| format!("/proc/sys/kernel/osrelease: {e}"))?;
+    let release = release.trim();
+    let mut it = release
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (it.next().unwrap_or(0), it.next().unwrap_or(0));
+    if (major, minor) >= (6, 5) {
+        Ok(())
+    } else {
+        Err(format!(
+            "kernel {release} lacks BPF_FIB_LOOKUP_TBID (needs 6.5)"
+        ))
+    }
 }
 
 fn pin_err(path: &Path, e: impl std::fmt::Display) -> ClassifierError {
@@ -160,14 +202,23 @@ pub fn ensure_bpffs() -> Result<(), ClassifierError> {
 pub struct ClassifierConfig {
     /// Bits of `skb->mark` the classifier may change; the others are preserved.
     pub mark_mask: u32,
+    /// Load `fastpath` (classify, then forward in TC) instead of `classify`.
+    pub fast_path: bool,
 }
 
 impl Default for ClassifierConfig {
     fn default() -> Self {
         Self {
             mark_mask: u32::MAX,
+            fast_path: false,
         }
     }
+}
+
+/// The fast path's own maps.
+struct FastPathMaps {
+    stats: PerCpuArray<MapData, FastPathCounters>,
+    exclude: LpmTrie<MapData, [u8; 4], u32>,
 }
 
 /// One loaded `classify` program with its maps, in one network namespace.
@@ -184,6 +235,8 @@ pub struct Classifier {
     free_slots: Vec<u32>,
     next_slot: u32,
     nr_cpus: usize,
+    /// Set when the program is `fastpath`.
+    fp: Option<FastPathMaps>,
 }
 
 impl Classifier {
@@ -191,8 +244,9 @@ impl Classifier {
     /// exist independently of any namespace; the namespace matters only for attaching.
     /// Nothing is pinned: everything goes when this value is dropped.
     pub fn load(netns: Netns, config: ClassifierConfig) -> Result<Self, ClassifierError> {
-        let (ebpf, neighbours, stats) = Self::load_fresh(config, None)?;
-        Self::assemble(
+        let (mut ebpf, neighbours, stats) = Self::load_fresh(config, None)?;
+        let fp = Self::take_fast_path_maps(&mut ebpf, config, None)?;
+        let mut c = Self::assemble(
             Prog::Loaded(ebpf),
             neighbours,
             stats,
@@ -200,7 +254,39 @@ impl Classifier {
             netns,
             None,
             BTreeMap::new(),
-        )
+        )?;
+        c.fp = fp;
+        Ok(c)
+    }
+
+    /// Takes (and pins under `pin`) the fast path's maps when `config.fast_path`.
+    fn take_fast_path_maps(
+        ebpf: &mut Ebpf,
+        config: ClassifierConfig,
+        pin: Option<&Path>,
+    ) -> Result<Option<FastPathMaps>, ClassifierError> {
+        if !config.fast_path {
+            return Ok(None);
+        }
+        let mut take = |name: &'static str| -> Result<Map, ClassifierError> {
+            let map = ebpf.take_map(name).ok_or(ClassifierError::Missing(name))?;
+            if let Some(dir) = pin {
+                let p = dir.join(name);
+                map.pin(&p).map_err(|e| pin_err(&p, e))?;
+            }
+            Ok(map)
+        };
+        let stats =
+            PerCpuArray::try_from(take(FP_STATS_MAP)?).map_err(|source| ClassifierError::Map {
+                name: FP_STATS_MAP,
+                source,
+            })?;
+        let exclude =
+            LpmTrie::try_from(take(EXCLUDE_MAP)?).map_err(|source| ClassifierError::Map {
+                name: EXCLUDE_MAP,
+                source,
+            })?;
+        Ok(Some(FastPathMaps { stats, exclude }))
     }
 
     /// Pinned mode: adopts the program, maps and links pinned under `dir` if there are any
@@ -218,14 +304,15 @@ impl Classifier {
         }
         std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, e))?;
         let (mut ebpf, neighbours, stats) = Self::load_fresh(config, Some(dir))?;
+        let fp = Self::take_fast_path_maps(&mut ebpf, config, Some(dir))?;
         let prog: &mut SchedClassifier = ebpf
-            .program_mut(CLASSIFY_PROG)
+            .program_mut(prog_name(config.fast_path))
             .expect("checked at load")
             .try_into()
             .map_err(ClassifierError::Load)?;
         prog.pin(&prog_pin).map_err(|e| pin_err(&prog_pin, e))?;
-        tracing::info!(dir = %dir.display(), "classifier loaded and pinned");
-        Self::assemble(
+        tracing::info!(dir = %dir.display(), fast_path = config.fast_path, "classifier loaded and pinned");
+        let mut c = Self::assemble(
             Prog::Loaded(ebpf),
             neighbours,
             stats,
@@ -233,7 +320,9 @@ impl Classifier {
             netns,
             Some(dir.to_path_buf()),
             BTreeMap::new(),
-        )
+        )?;
+        c.fp = fp;
+        Ok(c)
     }
 
     fn adopt(netns: Netns, config: ClassifierConfig, dir: &Path) -> Result<Self, ClassifierError> {
@@ -258,6 +347,33 @@ impl Classifier {
                 wanted: config.mark_mask,
             });
         }
+        // Pins from before the fast path have a one-entry settings array: fast path off.
+        let pinned_fp = cfg.get(&CONFIG_FAST_PATH, 0).unwrap_or(0) != 0;
+        if pinned_fp != config.fast_path {
+            return Err(ClassifierError::FastPathMismatch {
+                dir: dir.to_path_buf(),
+                pinned: pinned_fp,
+                wanted: config.fast_path,
+            });
+        }
+        let fp = if pinned_fp {
+            Some(FastPathMaps {
+                stats: PerCpuArray::try_from(map_at(FP_STATS_MAP)?).map_err(|source| {
+                    ClassifierError::Map {
+                        name: FP_STATS_MAP,
+                        source,
+                    }
+                })?,
+                exclude: LpmTrie::try_from(map_at(EXCLUDE_MAP)?).map_err(|source| {
+                    ClassifierError::Map {
+                        name: EXCLUDE_MAP,
+                        source,
+                    }
+                })?,
+            })
+        } else {
+            None
+        };
         let neighbours =
             HashMap::try_from(map_at(NEIGHBOURS_MAP)?).map_err(|source| ClassifierError::Map {
                 name: NEIGHBOURS_MAP,
@@ -280,7 +396,7 @@ impl Classifier {
             }
         }
         tracing::info!(dir = %dir.display(), links = links.len(), "classifier adopted from pins");
-        Self::assemble(
+        let mut c = Self::assemble(
             Prog::Adopted(prog),
             neighbours,
             stats,
@@ -288,7 +404,9 @@ impl Classifier {
             netns,
             Some(dir.to_path_buf()),
             links,
-        )
+        )?;
+        c.fp = fp;
+        Ok(c)
     }
 
     #[allow(clippy::type_complexity)]
@@ -311,9 +429,10 @@ impl Classifier {
             .override_global(MARK_MASK_GLOBAL, &config.mark_mask, true)
             .load(EBPF_OBJECT)
             .map_err(ClassifierError::Object)?;
+        let name = prog_name(config.fast_path);
         let prog: &mut SchedClassifier = ebpf
-            .program_mut(CLASSIFY_PROG)
-            .ok_or(ClassifierError::Missing(CLASSIFY_PROG))?
+            .program_mut(name)
+            .ok_or(ClassifierError::Missing(name))?
             .try_into()
             .map_err(ClassifierError::Load)?;
         prog.load().map_err(ClassifierError::Load)?;
@@ -349,6 +468,11 @@ impl Classifier {
                 name: CONFIG_MAP,
                 source,
             })?;
+        cfg.set(CONFIG_FAST_PATH, u32::from(config.fast_path), 0)
+            .map_err(|source| ClassifierError::Map {
+                name: CONFIG_MAP,
+                source,
+            })?;
         Ok((ebpf, neighbours, stats))
     }
 
@@ -374,6 +498,7 @@ impl Classifier {
             free_slots: Vec::new(),
             next_slot: FIRST_NEIGHBOUR_SLOT,
             nr_cpus,
+            fp: None,
         };
         // Slots in use are the ones the map's entries point at (after an adoption too).
         let used: BTreeSet<u32> = c.entries()?.into_iter().map(|(_, e)| e.slot).collect();
@@ -401,7 +526,14 @@ impl Classifier {
             self.detach(&i)?;
         }
         if let Some(dir) = self.pin_dir.take() {
-            for name in [PROG_PIN, NEIGHBOURS_MAP, STATS_MAP, CONFIG_MAP] {
+            for name in [
+                PROG_PIN,
+                NEIGHBOURS_MAP,
+                STATS_MAP,
+                CONFIG_MAP,
+                FP_STATS_MAP,
+                EXCLUDE_MAP,
+            ] {
                 let p = dir.join(name);
                 match std::fs::remove_file(&p) {
                     Ok(()) => {}
@@ -430,7 +562,7 @@ impl Classifier {
     pub fn program(&self) -> &SchedClassifier {
         match &self.prog {
             Prog::Loaded(e) => e
-                .program(CLASSIFY_PROG)
+                .program(prog_name(self.fp.is_some()))
                 .expect("checked at load")
                 .try_into()
                 .expect("checked at load"),
@@ -441,7 +573,7 @@ impl Classifier {
     fn program_mut(&mut self) -> &mut SchedClassifier {
         match &mut self.prog {
             Prog::Loaded(e) => e
-                .program_mut(CLASSIFY_PROG)
+                .program_mut(prog_name(self.fp.is_some()))
                 .expect("checked at load")
                 .try_into()
                 .expect("checked at load"),
@@ -643,6 +775,98 @@ impl Classifier {
         }))
     }
 
+    /// Whether the loaded program is `fastpath`.
+    pub fn fast_path(&self) -> bool {
+        self.fp.is_some()
+    }
+
+    /// Fast-path outcome counters for `mac` (summed over CPUs), if it has an entry and the
+    /// fast path is on. Indices: `ntkplane_common::fp`.
+    pub fn fast_path_counters(
+        &self,
+        mac: MacAddr,
+    ) -> Result<Option<FastPathCounters>, ClassifierError> {
+        let Some(fp) = &self.fp else {
+            return Ok(None);
+        };
+        let slot = match self.neighbours.get(&MacKey::new(mac.0), 0) {
+            Ok(e) => e.slot,
+            Err(MapError::KeyNotFound) => return Ok(None),
+            Err(source) => {
+                return Err(ClassifierError::Map {
+                    name: NEIGHBOURS_MAP,
+                    source,
+                })
+            }
+        };
+        let per_cpu = fp
+            .stats
+            .get(&slot, 0)
+            .map_err(|source| ClassifierError::Map {
+                name: FP_STATS_MAP,
+                source,
+            })?;
+        let mut sum = FastPathCounters::default();
+        for c in per_cpu.iter() {
+            for (s, v) in sum.packets.iter_mut().zip(c.packets) {
+                *s += v;
+            }
+        }
+        Ok(Some(sum))
+    }
+
+    /// The exclusion trie's entries: (prefix, length) → kind (`EXCLUDE_*`).
+    pub fn excluded(&self) -> Result<BTreeMap<(Ipv4Addr, u8), u32>, ClassifierError> {
+        let fp = self.fp.as_ref().ok_or(ClassifierError::NoFastPath)?;
+        let mut out = BTreeMap::new();
+        for item in fp.exclude.iter() {
+            let (k, v) = item.map_err(|source| ClassifierError::Map {
+                name: EXCLUDE_MAP,
+                source,
+            })?;
+            out.insert((Ipv4Addr::from(k.data()), k.prefix_len() as u8), v);
+        }
+        Ok(out)
+    }
+
+    /// Makes the exclusion trie hold exactly `want` ((prefix, length) → kind): adds and
+    /// updates first, then removes, so a destination that stays excluded never leaks to the
+    /// fast path in between. Host bits of a prefix are ignored (the trie masks them).
+    pub fn set_excluded(
+        &mut self,
+        want: &BTreeMap<(Ipv4Addr, u8), u32>,
+    ) -> Result<(), ClassifierError> {
+        let have = self.excluded()?;
+        let fp = self.fp.as_mut().ok_or(ClassifierError::NoFastPath)?;
+        let err = |source| ClassifierError::Map {
+            name: EXCLUDE_MAP,
+            source,
+        };
+        let norm = |(a, l): (Ipv4Addr, u8)| {
+            let l = l.min(32);
+            let m = if l == 0 { 0 } else { u32::MAX << (32 - l) };
+            (Ipv4Addr::from(u32::from(a) & m), l)
+        };
+        let want: BTreeMap<(Ipv4Addr, u8), u32> =
+            want.iter().map(|(k, v)| (norm(*k), *v)).collect();
+        for ((a, l), kind) in &want {
+            if have.get(&(*a, *l)) != Some(kind) {
+                fp.exclude
+                    .insert(&LpmKey::new(u32::from(*l), a.octets()), *kind, 0)
+                    .map_err(err)?;
+            }
+        }
+        for (a, l) in have.keys() {
+            if !want.contains_key(&(*a, *l)) {
+                match fp.exclude.remove(&LpmKey::new(u32::from(*l), a.octets())) {
+                    Ok(()) | Err(MapError::KeyNotFound) => {}
+                    Err(source) => return Err(err(source)),
+                }
+            }
+        }
+        Ok(())
+    }
+
     fn alloc_slot(&mut self) -> Result<u32, ClassifierError> {
         if let Some(s) = self.free_slots.pop() {
             return Ok(s);
@@ -653,5 +877,14 @@ impl Classifier {
         let s = self.next_slot;
         self.next_slot += 1;
         Ok(s)
+    }
+}
+
+/// The program loaded for the fast-path setting.
+fn prog_name(fast_path: bool) -> &'static str {
+    if fast_path {
+        FASTPATH_PROG
+    } else {
+        CLASSIFY_PROG
     }
 }

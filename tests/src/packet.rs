@@ -75,3 +75,54 @@ pub fn test_run(
         data: data_out,
     }
 }
+
+/// Offset of `__sk_buff.ifindex`.
+pub const SKB_IFINDEX_OFF: usize = 40;
+/// Offset of `__sk_buff.cb[0]`.
+pub const SKB_CB_OFF: usize = 48;
+
+/// What one `BPF_PROG_TEST_RUN` of any TC program gave, with the context's scratch area.
+pub struct RunOut {
+    pub verdict: u32,
+    pub mark: u32,
+    /// `__sk_buff.cb[0..5]` as the program left it.
+    pub cb: [u32; 5],
+    pub data: Vec<u8>,
+}
+
+/// Runs `prog` once on `data` as if it had arrived on interface `ifindex` (of the calling
+/// thread's namespace) with `skb->mark = mark_in`.
+pub fn run_on(
+    prog: &aya::programs::SchedClassifier,
+    data: &[u8],
+    mark_in: u32,
+    ifindex: u32,
+) -> RunOut {
+    use aya::programs::{TestRun, TestRunOptions};
+    let mut ctx_in = skb_ctx(mark_in);
+    ctx_in[SKB_IFINDEX_OFF..SKB_IFINDEX_OFF + 4].copy_from_slice(&ifindex.to_ne_bytes());
+    let mut ctx_out = [0u8; SKB_CTX_LEN];
+    let mut data_out = vec![0u8; data.len() + 64];
+    let r = prog
+        .test_run(TestRunOptions {
+            data_in: Some(data),
+            data_out: Some(&mut data_out),
+            ctx_in: Some(&ctx_in),
+            ctx_out: Some(&mut ctx_out),
+            repeat: 1,
+            ..Default::default()
+        })
+        .expect("BPF_PROG_TEST_RUN");
+    data_out.truncate(r.data_size_out as usize);
+    let mut cb = [0u32; 5];
+    for (i, c) in cb.iter_mut().enumerate() {
+        let o = SKB_CB_OFF + 4 * i;
+        *c = u32::from_ne_bytes(ctx_out[o..o + 4].try_into().unwrap());
+    }
+    RunOut {
+        verdict: r.return_value,
+        mark: ctx_mark(&ctx_out),
+        cb,
+        data: data_out,
+    }
+}

@@ -114,10 +114,22 @@ fn the_next_tcx_program_still_runs_under_a_masked_rule() {
     l.router.sh(&format!(
         "ip rule del pref 100 && ip rule add pref 100 fwmark {MARK}/0xffff table {MARK}"
     ));
-    let mut first =
-        Classifier::load(l.router.netns(), ClassifierConfig { mark_mask: 0xffff }).unwrap();
-    let mut second =
-        Classifier::load(l.router.netns(), ClassifierConfig { mark_mask: 0xffff }).unwrap();
+    let mut first = Classifier::load(
+        l.router.netns(),
+        ClassifierConfig {
+            mark_mask: 0xffff,
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    let mut second = Classifier::load(
+        l.router.netns(),
+        ClassifierConfig {
+            mark_mask: 0xffff,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     first.attach("r0").unwrap();
     second.attach("r0").unwrap();
     // Only the program attached second knows the sender: it runs only if the first
@@ -156,8 +168,14 @@ fn pinned_classifier_outlives_its_process_and_is_adopted() {
     let mut c = Classifier::open_pinned(l.router.netns(), cfg, &dir).unwrap();
     assert_eq!(c.attached().collect::<Vec<_>>(), ["r0"]);
     assert!(c.counters(sender_mac).unwrap().unwrap().packets >= 20);
-    let wrong =
-        Classifier::open_pinned(l.router.netns(), ClassifierConfig { mark_mask: 0xff }, &dir);
+    let wrong = Classifier::open_pinned(
+        l.router.netns(),
+        ClassifierConfig {
+            mark_mask: 0xff,
+            ..Default::default()
+        },
+        &dir,
+    );
     assert!(matches!(
         wrong,
         Err(ClassifierError::MaskMismatch {

@@ -148,6 +148,7 @@ fn classify_table() {
             Netns::Current,
             ClassifierConfig {
                 mark_mask: case.mask,
+                ..Default::default()
             },
         )
         .expect("load classify");
@@ -207,7 +208,14 @@ fn counters_follow_hits_misses_and_ignored_frames() {
 #[test]
 fn entries_are_listed_and_bad_entries_refused() {
     require_root();
-    let mut c = Classifier::load(Netns::Current, ClassifierConfig { mark_mask: 0xff }).unwrap();
+    let mut c = Classifier::load(
+        Netns::Current,
+        ClassifierConfig {
+            mark_mask: 0xff,
+            ..Default::default()
+        },
+    )
+    .unwrap();
     c.insert(MacAddr(STRANGER), 249, 249).unwrap();
     c.insert(MacAddr(NEIGHBOUR), 250, 250).unwrap();
     let listed: Vec<(String, u32)> = c

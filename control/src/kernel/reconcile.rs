@@ -88,7 +88,13 @@ impl Reconciler {
         mark_mask: u32,
         rt_tables: Option<PathBuf>,
     ) -> Result<Self, KernelError> {
-        let classifier = Classifier::load(netns.clone(), ClassifierConfig { mark_mask })?;
+        let classifier = Classifier::load(
+            netns.clone(),
+            ClassifierConfig {
+                mark_mask,
+                ..Default::default()
+            },
+        )?;
         Ok(Self {
             netns,
             classifier,
@@ -105,8 +111,14 @@ impl Reconciler {
         rt_tables: Option<PathBuf>,
         pin_dir: &std::path::Path,
     ) -> Result<Self, KernelError> {
-        let classifier =
-            Classifier::open_pinned(netns.clone(), ClassifierConfig { mark_mask }, pin_dir)?;
+        let classifier = Classifier::open_pinned(
+            netns.clone(),
+            ClassifierConfig {
+                mark_mask,
+                ..Default::default()
+            },
+            pin_dir,
+        )?;
         Ok(Self {
             netns,
             classifier,
