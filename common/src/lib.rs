@@ -19,8 +19,8 @@ pub const MARK_MASK_GLOBAL: &str = "NTK_MARK_MASK";
 pub const FASTPATH_PROG: &str = "fastpath";
 /// Name of the fast path's per-CPU counter array (one [`FastPathCounters`] per slot).
 pub const FP_STATS_MAP: &str = "NTK_FP_STATS";
-/// Name of the LPM trie of destinations the fast path never forwards (NAT-covered ranges,
-/// local addresses): key [`LpmKeyV4`], value one of the `EXCLUDE_*` kinds.
+/// Name of the LPM trie of addresses the fast path never forwards to or from (NAT-covered
+/// ranges, local addresses): key [`LpmKeyV4`], value one of the `EXCLUDE_*` kinds.
 pub const EXCLUDE_MAP: &str = "NTK_EXCLUDE";
 /// Capacity of the exclusion trie.
 pub const MAX_EXCLUDED: u32 = 16_384;
@@ -60,7 +60,7 @@ pub mod fp {
     pub const OPTIONS: usize = 5;
     /// Handed to the stack: larger than the egress MTU.
     pub const MTU: usize = 6;
-    /// Handed to the stack: destination in an excluded range (NAT or local).
+    /// Handed to the stack: destination or source in an excluded range (NAT or local).
     pub const EXCLUDED: usize = 7;
     /// Handed to the stack: not addressed to this host (other MAC, multicast, broadcast).
     pub const NOT_HOST: usize = 8;

@@ -13,9 +13,10 @@
 
 use aya_ebpf::{
     helpers::generated::{bpf_fib_lookup, bpf_redirect_neigh},
-    macros::{classifier, map},
+    bindings::xdp_action,
+    macros::{classifier, map, xdp},
     maps::{lpm_trie::Key, HashMap, LpmTrie, PerCpuArray},
-    programs::TcContext,
+    programs::{TcContext, XdpContext},
 };
 use ntkplane_common::{
     fp, Counters, FastPathCounters, LpmKeyV4, MacKey, NeighbourEntry, CONFIG_ENTRIES, ETH_HLEN,
@@ -42,8 +43,8 @@ static NTK_CONFIG: aya_ebpf::maps::Array<u32> =
 #[map(name = "NTK_FP_STATS")]
 static NTK_FP_STATS: PerCpuArray<FastPathCounters> = PerCpuArray::with_max_entries(STATS_SLOTS, 0);
 
-/// Destinations the fast path never forwards (NAT-covered ranges, local addresses), filled by
-/// the control plane. Value: the kind (`EXCLUDE_*`), informational.
+/// Addresses the fast path never forwards to or from (NAT-covered ranges, local addresses),
+/// filled by the control plane. Value: the kind (`EXCLUDE_*`), informational.
 #[map(name = "NTK_EXCLUDE")]
 static NTK_EXCLUDE: LpmTrie<[u8; 4], u32> = LpmTrie::with_max_entries(MAX_EXCLUDED, 0);
 
@@ -155,7 +156,11 @@ fn forward(ctx: &TcContext, entry: &NeighbourEntry) -> (i32, usize) {
     if d[0] >= 224 {
         return (TCX_NEXT, fp::NOT_HOST);
     }
-    if NTK_EXCLUDE.get(Key::new(32, d)).is_some() {
+    // NAT-covered or local, as destination or as source (a NETMAP'd subnet's own hosts, the
+    // replies conntrack must rewrite): the stack must see it.
+    if NTK_EXCLUDE.get(Key::new(32, d)).is_some()
+        || NTK_EXCLUDE.get(Key::new(32, src.to_ne_bytes())).is_some()
+    {
         return (TCX_NEXT, fp::EXCLUDED);
     }
     let mut p = FibParams {
@@ -281,6 +286,42 @@ fn count(slot: u32, len: u32) {
             (*c).bytes += len as u64;
         }
     }
+}
+
+/// Benchmark traffic generator (never loaded by the daemon): run with `BPF_PROG_TEST_RUN`
+/// and `BPF_F_TEST_XDP_LIVE_FRAMES` on the sender's veth, each frame is transmitted to the
+/// peer as is, so the sender costs a few tens of ns per frame and the router limits the rate.
+///
+/// The frames' pages come back to the generator's page pool after the router changed them
+/// in place (MACs, TTL, NAT), and the kernel does not reset their data: the pristine
+/// Ethernet + IPv4 header is copied back from `BENCH_HDR` every time.
+#[xdp]
+pub fn bench_tx(ctx: XdpContext) -> u32 {
+    let Some(h) = BENCH_HDR.get(0) else {
+        return xdp_action::XDP_ABORTED;
+    };
+    let data = ctx.data();
+    if data + BENCH_HDR_LEN > ctx.data_end() {
+        return xdp_action::XDP_ABORTED;
+    }
+    // SAFETY: bounds checked above; the map value is BENCH_HDR_LEN bytes.
+    unsafe { core::ptr::copy_nonoverlapping(h.as_ptr(), data as *mut u8, BENCH_HDR_LEN) };
+    xdp_action::XDP_TX
+}
+
+const BENCH_HDR_LEN: usize = 36;
+
+/// The benchmark generator's pristine frame header (Ethernet + IPv4 + 2 bytes), index 0.
+#[map(name = "BENCH_HDR")]
+static BENCH_HDR: aya_ebpf::maps::Array<[u8; BENCH_HDR_LEN]> =
+    aya_ebpf::maps::Array::with_max_entries(1, 0);
+
+/// Benchmark helper (never loaded by the daemon): attached to the router's ingress veth it
+/// enables that veth's NAPI receive path, which frames sent by `bench_tx` need; every frame
+/// goes on to the stack (and TC ingress).
+#[xdp]
+pub fn bench_pass(_ctx: XdpContext) -> u32 {
+    xdp_action::XDP_PASS
 }
 
 #[cfg(not(test))]

@@ -13,9 +13,13 @@ use std::{
     time::{Duration, Instant},
 };
 
+use aya::{
+    programs::{TestRun, TestRunAttrs, TestRunOptions, Xdp, XdpMode},
+    Ebpf,
+};
 use ntkplane::{
     addr::Ipv4Prefix,
-    classifier::{Classifier, ClassifierConfig},
+    classifier::{Classifier, ClassifierConfig, EBPF_OBJECT},
     mac::MacAddr,
     plan::nat::NatState,
 };
@@ -41,6 +45,9 @@ pub enum Variant {
     None,
     /// ntkplane's `classify` TC program and its neighbour map.
     Ebpf,
+    /// ntkplane's `fastpath` TC program: classify, then forward in TC (FIB lookup in the
+    /// neighbour's table, `bpf_redirect_neigh`).
+    Fastpath,
     /// One nftables rule `meta mark set ether saddr map @m`.
     NftMap,
     /// One `iptables-legacy -t mangle -m mac --mac-source … -j MARK` rule per neighbour.
@@ -56,9 +63,10 @@ pub enum Variant {
 }
 
 impl Variant {
-    pub const CLASSIFY: [Variant; 5] = [
+    pub const CLASSIFY: [Variant; 6] = [
         Variant::None,
         Variant::Ebpf,
+        Variant::Fastpath,
         Variant::NftMap,
         Variant::IptLegacy,
         Variant::IptNft,
@@ -73,6 +81,7 @@ impl Variant {
         match self {
             Variant::None => "none",
             Variant::Ebpf => "ebpf",
+            Variant::Fastpath => "fastpath",
             Variant::NftMap => "nft-map",
             Variant::IptLegacy => "ipt-legacy",
             Variant::IptNft => "ipt-nft",
@@ -105,6 +114,31 @@ fn mapped(i: u32) -> Ipv4Prefix {
         .unwrap()
 }
 
+/// The anonymizing range of the node's real nft table (the SNAT rule every node installs).
+pub const ANON_RANGE: &str = "172.16.0.0/12";
+/// The router's own address the SNAT rewrites to.
+const ROUTER_GLOBAL: Ipv4Addr = Ipv4Addr::new(10, 99, 2, 1);
+
+/// How the sender produces traffic.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Generator {
+    /// A UDP socket and `sendmmsg`: the sender's own stack costs about as much as the router.
+    Udp,
+    /// `BPF_PROG_TEST_RUN` with `BPF_F_TEST_XDP_LIVE_FRAMES` of an `XDP_TX` program on the
+    /// sender's veth (as xdp-trafficgen does): a few tens of ns per frame on the sender, so
+    /// the router (and the sink's drop) limit the rate.
+    Live,
+}
+
+/// The live-frame generator's loaded programs: `bench_tx` (run on the sender's veth) and
+/// `bench_pass` attached to the router's ingress veth (its NAPI path receives XDP frames).
+struct LiveGen {
+    tx: Ebpf,
+    _pass: Ebpf,
+    s0: u32,
+    frame: Vec<u8>,
+}
+
 /// One sender → router → sink chain configured for one variant. Everything lives in its
 /// three namespaces (and the classifier's maps, freed with it), so dropping it leaves
 /// nothing behind.
@@ -112,6 +146,10 @@ pub struct Chain {
     pub variant: Variant,
     /// Neighbour MACs (classification) or mapped ranges (remapping) on the router.
     pub entries: u32,
+    /// The router also has the node's real nft table (the anonymizer's SNAT rule), so
+    /// conntrack and the NAT hooks run on every packet, as on every real node.
+    pub nat_table: bool,
+    live: Option<LiveGen>,
     pub sender: Ns,
     pub router: Ns,
     pub sink: Ns,
@@ -122,6 +160,10 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(variant: Variant, entries: u32) -> Chain {
+        Chain::build(variant, entries, false, Generator::Udp)
+    }
+
+    pub fn build(variant: Variant, entries: u32, nat_table: bool, gen: Generator) -> Chain {
         let sender = Ns::new("bs");
         let router = Ns::new("br");
         let sink = Ns::new("bk");
@@ -164,9 +206,33 @@ impl Chain {
             router.sh(&rule);
             classifier = classify(&router, variant, entries);
         }
+        if nat_table {
+            let s = NatState {
+                snat: Some((ANON_RANGE.parse().unwrap(), ROUTER_GLOBAL)),
+                ..Default::default()
+            };
+            nft(&router, &s.render());
+        }
+        if let Some(c) = classifier.as_mut().filter(|c| c.fast_path()) {
+            // What the daemon puts there: the NAT-covered range, the router's own addresses.
+            let mut ex = std::collections::BTreeMap::new();
+            if nat_table {
+                ex.insert(
+                    (Ipv4Addr::new(172, 16, 0, 0), 12),
+                    ntkplane_common::EXCLUDE_NAT,
+                );
+            }
+            for a in [Ipv4Addr::new(10, 99, 1, 1), ROUTER_GLOBAL] {
+                ex.insert((a, 32), ntkplane_common::EXCLUDE_LOCAL);
+            }
+            c.set_excluded(&ex).expect("fill the exclusion trie");
+        }
+        let live = (gen == Generator::Live).then(|| live_gen(&sender, &router, target));
         Chain {
             variant,
             entries,
+            nat_table,
+            live,
             sender,
             router,
             sink,
@@ -186,6 +252,15 @@ impl Chain {
             })
             .unwrap()
             .expect("k0 in /proc/net/dev")
+    }
+
+    /// The variant's name, with `+nat` when the node's nft table is present.
+    pub fn label(&self) -> String {
+        if self.nat_table {
+            format!("{}+nat", self.variant.name())
+        } else {
+            self.variant.name().to_string()
+        }
     }
 
     /// A UDP socket in the sender's namespace, connected to the target.
@@ -212,9 +287,15 @@ fn classify(router: &Ns, variant: Variant, n: u32) -> Option<Classifier> {
         .collect();
     match variant {
         Variant::None => None,
-        Variant::Ebpf => {
-            let mut c = Classifier::load(router.netns(), ClassifierConfig::default())
-                .expect("load classify");
+        Variant::Ebpf | Variant::Fastpath => {
+            let mut c = Classifier::load(
+                router.netns(),
+                ClassifierConfig {
+                    fast_path: variant == Variant::Fastpath,
+                    ..Default::default()
+                },
+            )
+            .expect("load classify");
             c.attach("r0").expect("attach classify to r0");
             for (mac, mark) in &entries {
                 c.insert(mac.parse().unwrap(), *mark, *mark)
@@ -369,6 +450,9 @@ pub struct Sample {
 }
 
 pub fn measure(chain: &Chain, dur: Duration, cpu: usize) -> Sample {
+    if let Some(g) = &chain.live {
+        return measure_live(chain, g, dur, cpu);
+    }
     let sock = chain.sender_socket();
     let before = chain.sink_packets();
     let (sent, took) = std::thread::scope(|s| {
@@ -394,6 +478,112 @@ pub fn measure(chain: &Chain, dur: Duration, cpu: usize) -> Sample {
 pub fn forwards(chain: &Chain) -> bool {
     let s = measure(chain, Duration::from_millis(50), 0);
     s.sent > 0 && s.received * 10 >= s.sent * 9
+}
+
+/// An Ethernet frame of the benchmark's flow (sender → `target`, 64-byte UDP payload).
+fn bench_frame(target: SocketAddrV4) -> Vec<u8> {
+    let mac = |m: &str| m.parse::<MacAddr>().unwrap().0;
+    let mut f = Vec::with_capacity(14 + 28 + PAYLOAD);
+    f.extend_from_slice(&mac(ROUTER_IN_MAC));
+    f.extend_from_slice(&mac(SENDER_MAC));
+    f.extend_from_slice(&0x0800u16.to_be_bytes());
+    let mut ip = [0u8; 20];
+    ip[0] = 0x45;
+    ip[2..4].copy_from_slice(&((20 + 8 + PAYLOAD) as u16).to_be_bytes());
+    ip[6] = 0x40; // DF
+    ip[8] = 64;
+    ip[9] = 17;
+    ip[12..16].copy_from_slice(&[10, 99, 1, 2]);
+    ip[16..20].copy_from_slice(&target.ip().octets());
+    let c = crate::fastlab::ip_checksum(&ip);
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+    f.extend_from_slice(&ip);
+    f.extend_from_slice(&40000u16.to_be_bytes());
+    f.extend_from_slice(&target.port().to_be_bytes());
+    f.extend_from_slice(&((8 + PAYLOAD) as u16).to_be_bytes());
+    f.extend_from_slice(&[0, 0]);
+    f.extend_from_slice(&[0x5a; PAYLOAD]);
+    f
+}
+
+fn live_gen(sender: &Ns, router: &Ns, target: SocketAddrV4) -> LiveGen {
+    let load = |name: &str| {
+        let mut e = Ebpf::load(EBPF_OBJECT).expect("load the eBPF object");
+        let p: &mut Xdp = e.program_mut(name).unwrap().try_into().unwrap();
+        p.load().unwrap_or_else(|err| panic!("load {name}: {err}"));
+        e
+    };
+    let mut tx = load("bench_tx");
+    let frame = bench_frame(target);
+    let mut hdr: aya::maps::Array<_, [u8; 36]> =
+        aya::maps::Array::try_from(tx.map_mut("BENCH_HDR").expect("BENCH_HDR")).unwrap();
+    hdr.set(0, <[u8; 36]>::try_from(&frame[..36]).unwrap(), 0)
+        .expect("write BENCH_HDR");
+    let mut pass = load("bench_pass");
+    router
+        .netns()
+        .run(|| {
+            let p: &mut Xdp = pass.program_mut("bench_pass").unwrap().try_into().unwrap();
+            p.attach("r0", XdpMode::default())
+                .expect("attach bench_pass to r0");
+        })
+        .unwrap();
+    let s0 = sender
+        .netns()
+        .run(|| {
+            let n = std::ffi::CString::new("s0").unwrap();
+            // SAFETY: a NUL-terminated string.
+            unsafe { libc::if_nametoindex(n.as_ptr()) }
+        })
+        .unwrap();
+    assert!(s0 != 0, "s0 not found");
+    LiveGen {
+        tx,
+        _pass: pass,
+        s0,
+        frame,
+    }
+}
+
+/// Frames per `BPF_PROG_TEST_RUN` call of the live generator (one call takes ≤ 0.3 s even
+/// at the slowest variant's rate, so the duration is kept).
+const LIVE_CHUNK: u32 = 8192;
+
+fn measure_live(chain: &Chain, g: &LiveGen, dur: Duration, cpu: usize) -> Sample {
+    let before = chain.sink_packets();
+    let prog: &Xdp = g.tx.program("bench_tx").unwrap().try_into().unwrap();
+    // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index, egress_ifindex.
+    let mut md = [0u8; 24];
+    md[4..8].copy_from_slice(&(g.frame.len() as u32).to_ne_bytes());
+    md[12..16].copy_from_slice(&g.s0.to_ne_bytes());
+    let (sent, took) = chain
+        .sender
+        .netns()
+        .run(|| {
+            pin_to_cpu(cpu);
+            let t0 = Instant::now();
+            let mut sent = 0u64;
+            while t0.elapsed() < dur {
+                prog.test_run(TestRunOptions {
+                    data_in: Some(&g.frame),
+                    ctx_in: Some(&md),
+                    repeat: LIVE_CHUNK,
+                    attrs: TestRunAttrs::new().xdp_live_frames(64),
+                    ..Default::default()
+                })
+                .expect("BPF_PROG_TEST_RUN (live frames)");
+                sent += u64::from(LIVE_CHUNK);
+            }
+            (sent, t0.elapsed())
+        })
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    let received = chain.sink_packets() - before;
+    Sample {
+        sent,
+        received,
+        pps: received as f64 / took.as_secs_f64(),
+    }
 }
 
 #[cfg(test)]

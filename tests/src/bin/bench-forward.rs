@@ -8,12 +8,21 @@
 //! remapping variants (no NAT, iptables NETMAP, ntkplane's nft prefix maps) follow the same
 //! way. Ratios are always against variants of the same interleaved run.
 //!
+//! Every classification variant (none, ebpf, fastpath, nft-map, ipt-legacy, ipt-nft) is
+//! measured bare and with the node's real nft table present (`+nat`: the anonymizer's SNAT
+//! rule, so conntrack runs), all in the same interleaved rounds.
+//!
+//! The sender is, by default, `BPF_PROG_TEST_RUN` live frames (`--gen live`: an `XDP_TX`
+//! program on the sender's veth, as xdp-trafficgen does) so that the router limits the rate;
+//! `--gen udp` is the older `sendmmsg` blaster, whose own stack costs as much as the router.
+//!
 //! Usage: bench-forward [--counts 1,16,…] [--remap-counts 4,…] [--rounds N] [--secs S]
-//!                      [--cpu N] [--json PATH] [--md PATH] [--svg PATH]
+//!                      [--cpu N] [--gen live|udp] [--nat both|off|on]
+//!                      [--json PATH] [--md PATH] [--svg PATH]
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use ntkplane_integration::{
-    fwdlab::{forwards, measure, Chain, Sample, Variant},
+    fwdlab::{forwards, measure, Chain, Generator, Sample, Variant},
     lab::require_root,
     svg,
 };
@@ -25,6 +34,9 @@ struct Args {
     rounds: usize,
     secs: f64,
     cpu: usize,
+    gen: Generator,
+    /// NAT-table settings measured for the classification variants.
+    nat: Vec<bool>,
     json: Option<String>,
     md: Option<String>,
     svg: Option<String>,
@@ -38,6 +50,8 @@ fn args() -> Args {
         rounds: 15,
         secs: 0.5,
         cpu: cpus - 1,
+        gen: Generator::Live,
+        nat: vec![false, true],
         json: None,
         md: None,
         svg: None,
@@ -56,6 +70,21 @@ fn args() -> Args {
             "--rounds" => a.rounds = val.parse().expect("--rounds N"),
             "--secs" => a.secs = val.parse().expect("--secs S"),
             "--cpu" => a.cpu = val.parse().expect("--cpu N"),
+            "--gen" => {
+                a.gen = match val.as_str() {
+                    "live" => Generator::Live,
+                    "udp" => Generator::Udp,
+                    _ => panic!("--gen live|udp"),
+                }
+            }
+            "--nat" => {
+                a.nat = match val.as_str() {
+                    "both" => vec![false, true],
+                    "off" => vec![false],
+                    "on" => vec![true],
+                    _ => panic!("--nat both|off|on"),
+                }
+            }
             "--json" => a.json = Some(val),
             "--md" => a.md = Some(val),
             "--svg" => a.svg = Some(val),
@@ -69,6 +98,7 @@ fn args() -> Args {
 /// Samples of one (variant, entries) point.
 struct Point {
     variant: Variant,
+    nat_table: bool,
     entries: u32,
     samples: Vec<Sample>,
     /// Did not forward by its variant's path in the pre-check.
@@ -76,6 +106,13 @@ struct Point {
 }
 
 impl Point {
+    fn label(&self) -> String {
+        if self.nat_table {
+            format!("{}+nat", self.variant.name())
+        } else {
+            self.variant.name().to_string()
+        }
+    }
     fn pps(&self) -> Vec<f64> {
         let mut v: Vec<f64> = self.samples.iter().map(|s| s.pps).collect();
         v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -95,12 +132,15 @@ impl Point {
 }
 
 /// Builds the chains of one group, checks them, runs warm-up + `rounds` interleaved rounds.
-fn group(variants: &[Variant], entries: u32, a: &Args, label: &str) -> Vec<Point> {
+fn group(variants: &[(Variant, bool)], entries: u32, a: &Args, label: &str) -> Vec<Point> {
     eprintln!(
         "[bench-forward] {label} {entries}: setting up {} chains",
         variants.len()
     );
-    let chains: Vec<Chain> = variants.iter().map(|v| Chain::new(*v, entries)).collect();
+    let chains: Vec<Chain> = variants
+        .iter()
+        .map(|(v, nat)| Chain::build(*v, entries, *nat, a.gen))
+        .collect();
     let mut points: Vec<Point> = chains
         .iter()
         .map(|c| {
@@ -108,11 +148,12 @@ fn group(variants: &[Variant], entries: u32, a: &Args, label: &str) -> Vec<Point
             if !ok {
                 eprintln!(
                     "[bench-forward]   {} does not forward by its path: FAILED",
-                    c.variant.name()
+                    c.label()
                 );
             }
             Point {
                 variant: c.variant,
+                nat_table: c.nat_table,
                 entries,
                 samples: vec![],
                 failed: !ok,
@@ -137,7 +178,7 @@ fn group(variants: &[Variant], entries: u32, a: &Args, label: &str) -> Vec<Point
         let line: Vec<String> = points
             .iter()
             .zip(&last)
-            .map(|(p, pps)| format!("{} {:.0}k", p.variant.name(), pps / 1000.0))
+            .map(|(p, pps)| format!("{} {:.0}k", p.label(), pps / 1000.0))
             .collect();
         eprintln!(
             "[bench-forward]   round {round}/{}{}: {}",
@@ -182,6 +223,7 @@ fn row(p: &Point, ratios: &[(&str, Option<&Point>)]) -> Value {
     let received: u64 = p.samples.iter().map(|s| s.received).sum();
     let mut r = json!({
         "variant": p.variant.name(),
+        "nat_table": p.nat_table,
         "neighbours": p.entries,
         "pps_median": p.median(),
         "pps_min": v.first().copied().unwrap_or(0.0),
@@ -238,9 +280,14 @@ fn table(rows: &[Value], count_label: &str, ratios: &[(&str, &str)]) -> String {
             .iter()
             .map(|(_, k)| format!(" {} |", fmt_ratio(&r[*k])))
             .collect();
+        let nat = if r["nat_table"].as_bool() == Some(true) {
+            " +nat"
+        } else {
+            ""
+        };
         let _ = writeln!(
             md,
-            "| {} | {} | {} | {:.0} – {:.0} |{cells}",
+            "| {}{nat} | {} | {} | {:.0} – {:.0} |{cells}",
             r["variant"].as_str().unwrap(),
             r["neighbours"],
             if failed {
@@ -260,22 +307,36 @@ fn main() {
     let a = args();
     let mut rows = Vec::new();
     for &n in &a.counts {
-        let pts = group(&Variant::CLASSIFY, n, &a, "neighbours");
-        let find = |v: Variant| pts.iter().find(|p| p.variant == v);
+        let vs: Vec<(Variant, bool)> = a
+            .nat
+            .iter()
+            .flat_map(|nat| Variant::CLASSIFY.iter().map(move |v| (*v, *nat)))
+            .collect();
+        let pts = group(&vs, n, &a, "neighbours");
+        let find =
+            |v: Variant, nat: bool| pts.iter().find(|p| p.variant == v && p.nat_table == nat);
         for p in &pts {
-            rows.push(row(
+            let nat = p.nat_table;
+            let mut r = row(
                 p,
                 &[
-                    ("ratio_to_none", find(Variant::None)),
-                    ("ratio_to_ipt_nft", find(Variant::IptNft)),
-                    ("ratio_to_nft_map", find(Variant::NftMap)),
+                    ("ratio_to_none", find(Variant::None, nat)),
+                    ("ratio_to_ebpf", find(Variant::Ebpf, nat)),
+                    ("ratio_to_ipt_nft", find(Variant::IptNft, nat)),
+                    ("ratio_to_nft_map", find(Variant::NftMap, nat)),
                 ],
-            ));
+            );
+            if nat {
+                // What the node's NAT table costs this variant (same rounds, paired).
+                r["ratio_to_bare"] = json!(paired_ratio(p, find(p.variant, false)));
+            }
+            rows.push(r);
         }
     }
     let mut remap_rows = Vec::new();
     for &n in &a.remap_counts {
-        let pts = group(&Variant::REMAP, n, &a, "mapped ranges");
+        let vs: Vec<(Variant, bool)> = Variant::REMAP.iter().map(|v| (*v, false)).collect();
+        let pts = group(&vs, n, &a, "mapped ranges");
         let find = |v: Variant| pts.iter().find(|p| p.variant == v);
         for p in &pts {
             let mut r = row(
@@ -291,30 +352,41 @@ fn main() {
     }
 
     // The claims, evaluated on this run (reported, never asserted).
-    let get = |v: &str, n: u64, key: &str| {
+    let get_nat = |v: &str, n: u64, nat: bool, key: &str| {
         rows.iter()
-            .find(|r| r["variant"] == v && r["neighbours"] == n)
+            .find(|r| r["variant"] == v && r["neighbours"] == n && r["nat_table"] == nat)
             .and_then(|r| r[key].as_f64())
     };
+    let get = |v: &str, n: u64, key: &str| get_nat(v, n, false, key);
     let at = 1024;
     let claims = json!({
         "neighbours": at,
         "ebpf_over_ipt_nft": get("ebpf", at, "ratio_to_ipt_nft"),
         "ebpf_over_nft_map": get("ebpf", at, "ratio_to_nft_map"),
         "ebpf_over_none": get("ebpf", at, "ratio_to_none"),
+        "fastpath_over_ebpf_bare": get("fastpath", at, "ratio_to_ebpf"),
+        "fastpath_over_ebpf_nat": get_nat("fastpath", at, true, "ratio_to_ebpf"),
     });
 
     let mut md = format!(
-        "Forwarding (sender → router → sink, 64-byte UDP, {} interleaved rounds of {} s after a warm-up; sender pinned to CPU {})\n\n",
-        a.rounds, a.secs, a.cpu
+        "Forwarding (sender → router → sink, 64-byte UDP, {} interleaved rounds of {} s after a warm-up; sender: {}, pinned to CPU {}; +nat: the node's nft table with the anonymizer's SNAT rule is present)\n\n",
+        a.rounds,
+        a.secs,
+        match a.gen {
+            Generator::Live => "BPF_PROG_TEST_RUN live frames (XDP_TX)",
+            Generator::Udp => "sendmmsg UDP socket",
+        },
+        a.cpu
     );
     md += &table(
         &rows,
         "neighbours",
         &[
             ("÷ none", "ratio_to_none"),
+            ("÷ ebpf", "ratio_to_ebpf"),
             ("÷ ipt-nft", "ratio_to_ipt_nft"),
             ("÷ nft-map", "ratio_to_nft_map"),
+            ("÷ bare", "ratio_to_bare"),
         ],
     );
     md += "\nRemapping (autonomous-subnet gateway, one established flow to a mapped address)\n\n";
@@ -328,17 +400,19 @@ fn main() {
     );
     let _ = writeln!(
         md,
-        "\nRatios are medians of per-round ratios (samples taken next to each other).\n\nAt {at} neighbours: ebpf / ipt-nft = {}, ebpf / nft-map = {}, ebpf / none = {}",
+        "\nRatios are medians of per-round ratios (samples taken next to each other), against the same NAT setting.\n\nAt {at} neighbours: ebpf / ipt-nft = {}, ebpf / nft-map = {}, ebpf / none = {}; fastpath / ebpf = {} bare, {} with the NAT table",
         fmt_ratio(&claims["ebpf_over_ipt_nft"]),
         fmt_ratio(&claims["ebpf_over_nft_map"]),
         fmt_ratio(&claims["ebpf_over_none"]),
+        fmt_ratio(&claims["fastpath_over_ebpf_bare"]),
+        fmt_ratio(&claims["fastpath_over_ebpf_nat"]),
     );
     print!("{md}");
 
     if let Some(p) = &a.svg {
         let mut by: BTreeMap<&str, Vec<(f64, f64)>> = BTreeMap::new();
         for r in &rows {
-            if r["failed"].as_bool() != Some(true) {
+            if r["failed"].as_bool() != Some(true) && r["nat_table"].as_bool() != Some(true) {
                 by.entry(r["variant"].as_str().unwrap()).or_default().push((
                     r["neighbours"].as_f64().unwrap(),
                     r["pps_median"].as_f64().unwrap(),
@@ -371,7 +445,8 @@ fn main() {
     if let Some(p) = &a.json {
         let v = json!({
             "machine": machine(),
-            "settings": {"rounds": a.rounds, "secs": a.secs, "sender_cpu": a.cpu, "payload_bytes": 64},
+            "settings": {"rounds": a.rounds, "secs": a.secs, "sender_cpu": a.cpu, "payload_bytes": 64,
+                "generator": match a.gen { Generator::Live => "xdp-live-frames", Generator::Udp => "sendmmsg" }},
             "forwarding": rows,
             "remap": remap_rows,
             "claims": claims,
