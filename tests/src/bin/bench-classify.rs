@@ -66,6 +66,21 @@ fn main() {
         .info()
         .ok()
         .and_then(|i| i.verified_instruction_count());
+    // The fast-path program (classify + forward in TC): its verifier count, for the record.
+    let fastpath = Classifier::load(
+        Netns::Current,
+        ClassifierConfig {
+            fast_path: true,
+            ..Default::default()
+        },
+    )
+    .expect("load fastpath");
+    let fp_insns = fastpath
+        .program()
+        .info()
+        .ok()
+        .and_then(|i| i.verified_instruction_count());
+    drop(fastpath);
     let mut hit: Vec<Vec<f64>> = vec![vec![]; COUNTS.len()];
     let mut miss: Vec<Vec<f64>> = vec![vec![]; COUNTS.len()];
     let mut failed = vec![false; COUNTS.len()];
@@ -107,12 +122,18 @@ fn main() {
             "hit_ns_samples": hit[k], "ratio_to_1": h / base, "failed": failed[k],
         }));
     }
-    println!("classify per-packet cost (BPF_PROG_TEST_RUN, repeat {repeat}, {rounds} rounds), verified instructions: {}", insns.map_or("n/a".into(), |i| i.to_string()));
+    let show = |i: Option<u32>| i.map_or("n/a".into(), |i| i.to_string());
+    println!(
+        "classify per-packet cost (BPF_PROG_TEST_RUN, repeat {repeat}, {rounds} rounds), verified instructions: classify {}, fastpath {}",
+        show(insns),
+        show(fp_insns)
+    );
     print!("{md}");
     if let Some(p) = json_out {
         let v = json!({
             "program": "classify",
             "verified_instructions": insns,
+            "verified_instructions_by_program": {"classify": insns, "fastpath": fp_insns},
             "repeat": repeat,
             "rounds": rounds,
             "points": rows,
