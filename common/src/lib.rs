@@ -66,8 +66,11 @@ pub mod fp {
     pub const NOT_HOST: usize = 8;
     /// Handed to the stack: anything else (header not linear, lookup error, redirect error).
     pub const OTHER: usize = 9;
+    /// Handed to the stack: the neighbour's table is not active (no `fwmark` rule yet, so the
+    /// stack would not look it up either); user space marks it with `table` 0.
+    pub const INACTIVE: usize = 10;
     /// Number of outcomes.
-    pub const N: usize = 10;
+    pub const N: usize = 11;
     /// Short names, in index order (for `show-tables`).
     pub const NAMES: [&str; N] = [
         "forwarded",
@@ -80,6 +83,7 @@ pub mod fp {
         "excluded",
         "not-host",
         "other",
+        "inactive",
     ];
 }
 
@@ -132,7 +136,8 @@ impl MacKey {
 pub struct NeighbourEntry {
     /// Mark to set, already confined to the mark mask by user space.
     pub mark: u32,
-    /// Routing table the mark selects (informational: lets `bpftool map dump` be read alone).
+    /// Routing table the mark selects. `classify` ignores it; `fastpath` looks the frame up in
+    /// it, and hands the frame to the stack when it is 0 (the table's rule is not active).
     pub table: u32,
     /// Index into the counter array.
     pub slot: u32,

@@ -62,6 +62,10 @@ struct RunArgs {
     /// Bits of the packet mark ntkplane owns
     #[arg(long, default_value = "0xffffffff")]
     mark_mask: String,
+    /// eBPF fast path (forward in TC with a per-neighbour FIB lookup): `auto` = on where the
+    /// kernel supports it (≥ 6.5)
+    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
+    fast_path: String,
     /// The network namespace that plays the system's default namespace
     #[arg(long)]
     netns: Option<String>,
@@ -159,6 +163,17 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
     let mask = u32::from_str_radix(a.mark_mask.trim_start_matches("0x"), 16)
         .context("--mark-mask: expected hex")?;
     let base = a.base.parse().map_err(|e| anyhow::anyhow!("--base: {e}"))?;
+    let support = ntkplane::classifier::kernel_supports_fast_path();
+    match (a.fast_path.as_str(), support) {
+        ("off", _) => ntkplane::kernel::reconcile::set_fast_path(false, "--fast-path off"),
+        ("on", Err(e)) => anyhow::bail!("--fast-path on: {e}"),
+        (_, Ok(())) => ntkplane::kernel::reconcile::set_fast_path(true, ""),
+        (_, Err(e)) => ntkplane::kernel::reconcile::set_fast_path(false, &e),
+    }
+    tracing::info!(
+        fast_path = ntkplane::kernel::reconcile::fast_path_enabled(),
+        "eBPF fast path"
+    );
     let mut paths = Paths::new(cli_instance);
     paths.run_dir = run_dir;
     paths.state_dir = a.state_dir.clone();

@@ -118,6 +118,9 @@ const TC_ACT_REDIRECT: i32 = 7;
 /// outcome to count.
 #[inline(always)]
 fn forward(ctx: &TcContext, entry: &NeighbourEntry) -> (i32, usize) {
+    if entry.table == 0 {
+        return (TCX_NEXT, fp::INACTIVE);
+    }
     // SAFETY: `ctx.skb.skb` is the context pointer handed to us by the kernel.
     let skb = unsafe { &*ctx.skb.skb };
     if skb.pkt_type != PACKET_HOST {

@@ -97,6 +97,7 @@ pub fn fast_lab() -> FastLab {
     ));
     router.sh(&format!(
         "sysctl -qw net.ipv4.ip_forward=1 net.ipv4.conf.all.rp_filter=0 net.ipv4.conf.r0.rp_filter=0 \
+           net.ipv4.icmp_ratelimit=0 \
            net.ipv4.conf.all.send_redirects=0 net.ipv4.conf.r0.send_redirects=0 \
          && ip link set r1 mtu {OUT_MTU} \
          && ip neigh replace {SINK_IP} lladdr {sink} dev r1 nud permanent \
@@ -332,4 +333,187 @@ pub fn cases() -> Vec<Case> {
     ];
     v.shrink_to_fit();
     v
+}
+
+/// An `AF_PACKET` socket on one interface of a namespace (it keeps that namespace).
+pub struct PacketSocket {
+    fd: std::os::fd::OwnedFd,
+    ifindex: i32,
+}
+
+const ETH_P_ALL: u16 = 0x0003;
+const PACKET_OUTGOING: u8 = 4;
+
+impl PacketSocket {
+    pub fn open(ns: &Ns, ifname: &str) -> PacketSocket {
+        use std::os::fd::FromRawFd;
+        let name = std::ffi::CString::new(ifname).unwrap();
+        ns.netns()
+            .run(|| {
+                // SAFETY: plain socket calls on values we own.
+                unsafe {
+                    let ifindex = libc::if_nametoindex(name.as_ptr()) as i32;
+                    assert!(ifindex > 0, "no interface {ifname}");
+                    let fd = libc::socket(
+                        libc::AF_PACKET,
+                        libc::SOCK_RAW,
+                        i32::from(ETH_P_ALL.to_be()),
+                    );
+                    assert!(
+                        fd >= 0,
+                        "AF_PACKET socket: {}",
+                        std::io::Error::last_os_error()
+                    );
+                    let fd = std::os::fd::OwnedFd::from_raw_fd(fd);
+                    let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                    sll.sll_family = libc::AF_PACKET as u16;
+                    sll.sll_protocol = ETH_P_ALL.to_be();
+                    sll.sll_ifindex = ifindex;
+                    let r = libc::bind(
+                        std::os::fd::AsRawFd::as_raw_fd(&fd),
+                        &sll as *const _ as *const libc::sockaddr,
+                        std::mem::size_of::<libc::sockaddr_ll>() as u32,
+                    );
+                    assert_eq!(r, 0, "bind: {}", std::io::Error::last_os_error());
+                    let tv = libc::timeval {
+                        tv_sec: 0,
+                        tv_usec: 20_000,
+                    };
+                    libc::setsockopt(
+                        std::os::fd::AsRawFd::as_raw_fd(&fd),
+                        libc::SOL_SOCKET,
+                        libc::SO_RCVTIMEO,
+                        &tv as *const _ as *const libc::c_void,
+                        std::mem::size_of::<libc::timeval>() as u32,
+                    );
+                    PacketSocket { fd, ifindex }
+                }
+            })
+            .unwrap()
+    }
+
+    /// Sends one complete Ethernet frame out of the interface.
+    pub fn send(&self, frame: &[u8]) {
+        use std::os::fd::AsRawFd;
+        // SAFETY: a zeroed sockaddr_ll is valid; the frame outlives the call.
+        unsafe {
+            let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+            sll.sll_family = libc::AF_PACKET as u16;
+            sll.sll_ifindex = self.ifindex;
+            sll.sll_halen = 6;
+            sll.sll_addr[..6].copy_from_slice(&frame[..6]);
+            let r = libc::sendto(
+                self.fd.as_raw_fd(),
+                frame.as_ptr() as *const libc::c_void,
+                frame.len(),
+                0,
+                &sll as *const _ as *const libc::sockaddr,
+                std::mem::size_of::<libc::sockaddr_ll>() as u32,
+            );
+            assert_eq!(
+                r,
+                frame.len() as isize,
+                "sendto: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+    }
+
+    /// Every frame received (not sent) on the interface until 20 ms pass without one.
+    pub fn drain(&self) -> Vec<Vec<u8>> {
+        use std::os::fd::AsRawFd;
+        let mut out = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // SAFETY: buffers are ours and sized as passed.
+            let (n, pkttype) = unsafe {
+                let mut sll: libc::sockaddr_ll = std::mem::zeroed();
+                let mut len = std::mem::size_of::<libc::sockaddr_ll>() as u32;
+                let n = libc::recvfrom(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr() as *mut libc::c_void,
+                    buf.len(),
+                    0,
+                    &mut sll as *mut _ as *mut libc::sockaddr,
+                    &mut len,
+                );
+                (n, sll.sll_pkttype)
+            };
+            if n < 0 {
+                return out;
+            }
+            if pkttype != PACKET_OUTGOING {
+                out.push(buf[..n as usize].to_vec());
+            }
+        }
+    }
+}
+
+/// One frame at the sink: (destination MAC, source MAC, TTL, source, destination,
+/// flags+offset, total length).
+pub type SinkFrame = ([u8; 6], [u8; 6], u8, Ipv4Addr, Ipv4Addr, u16, u16);
+
+/// What one frame did, as seen from outside the router: the frames that reached the sink
+/// for it, and the ICMP errors that came back to the sender about it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Seen {
+    pub at_sink: Vec<SinkFrame>,
+    /// (ICMP type, code, from, next-hop MTU field).
+    pub icmp_errors: Vec<(u8, u8, Ipv4Addr, u16)>,
+}
+
+fn ipv4_id(ip: &[u8]) -> Option<u16> {
+    (ip.len() >= 20 && ip[0] >> 4 == 4).then(|| u16::from_be_bytes([ip[4], ip[5]]))
+}
+
+/// Sends `frame` (IP id `id`) from the sender and collects what it caused.
+pub fn observe(
+    tx: &PacketSocket,
+    sink: &PacketSocket,
+    back: &PacketSocket,
+    frame: &[u8],
+    id: u16,
+) -> Seen {
+    let _ = sink.drain();
+    let _ = back.drain();
+    tx.send(frame);
+    std::thread::sleep(std::time::Duration::from_millis(60));
+    let ip4 = |b: &[u8]| Ipv4Addr::new(b[0], b[1], b[2], b[3]);
+    let mut seen = Seen {
+        at_sink: vec![],
+        icmp_errors: vec![],
+    };
+    for f in sink.drain() {
+        if f.len() < 34 || f[12..14] != [0x08, 0x00] || ipv4_id(&f[14..]) != Some(id) {
+            continue;
+        }
+        let ip = &f[14..];
+        seen.at_sink.push((
+            f[0..6].try_into().unwrap(),
+            f[6..12].try_into().unwrap(),
+            ip[8],
+            ip4(&ip[12..16]),
+            ip4(&ip[16..20]),
+            u16::from_be_bytes([ip[6], ip[7]]),
+            u16::from_be_bytes([ip[2], ip[3]]),
+        ));
+    }
+    for f in back.drain() {
+        if f.len() < 14 + 20 + 8 + 20 || f[12..14] != [0x08, 0x00] || f[14 + 9] != 1 {
+            continue;
+        }
+        let ip = &f[14..];
+        let ihl = usize::from(ip[0] & 0xf) * 4;
+        let icmp = &ip[ihl..];
+        if icmp.len() < 28 || !matches!(icmp[0], 3 | 11 | 12) || ipv4_id(&icmp[8..]) != Some(id) {
+            continue;
+        }
+        seen.icmp_errors.push((
+            icmp[0],
+            icmp[1],
+            ip4(&ip[12..16]),
+            u16::from_be_bytes([icmp[6], icmp[7]]),
+        ));
+    }
+    seen
 }

@@ -723,6 +723,10 @@ impl Daemon {
                     routes,
                     rule: d.state.rules.iter().any(|r| r.table == *id),
                     packets,
+                    fast_path: match (counters, mac) {
+                        (Some(c), Some(m)) => crate::kernel::reconcile::fast_path_row(c, m),
+                        _ => None,
+                    },
                 });
             }
         }
@@ -751,6 +755,11 @@ impl Daemon {
                     waiting_phase_2: p.new_identity,
                 })
                 .collect(),
+            fast_path: crate::kernel::reconcile::fast_path_status(
+                self.reconcilers
+                    .values()
+                    .map(|r| r.classifier().fast_path()),
+            ),
         })
     }
 

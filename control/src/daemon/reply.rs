@@ -106,6 +106,10 @@ pub struct TableRow {
     pub rule: bool,
     /// Packets the classifier counted from this neighbour (`None` for `ntk`).
     pub packets: Option<u64>,
+    /// With the eBPF fast path: this neighbour's packets per outcome (`forwarded` in TC, or
+    /// the reason they were handed to the stack).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fast_path: Option<std::collections::BTreeMap<String, u64>>,
 }
 
 /// `status`.
@@ -117,6 +121,9 @@ pub struct Status {
     pub namespaces: Vec<String>,
     pub tables: usize,
     pub pending_operations: Vec<PendingOp>,
+    /// The eBPF fast path: `on`, or `off (why)`.
+    #[serde(default)]
+    pub fast_path: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

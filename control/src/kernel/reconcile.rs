@@ -92,7 +92,7 @@ impl Reconciler {
             netns.clone(),
             ClassifierConfig {
                 mark_mask,
-                ..Default::default()
+                fast_path: fast_path_enabled(),
             },
         )?;
         Ok(Self {
@@ -111,14 +111,26 @@ impl Reconciler {
         rt_tables: Option<PathBuf>,
         pin_dir: &std::path::Path,
     ) -> Result<Self, KernelError> {
-        let classifier = Classifier::open_pinned(
-            netns.clone(),
-            ClassifierConfig {
-                mark_mask,
-                ..Default::default()
-            },
-            pin_dir,
-        )?;
+        let config = ClassifierConfig {
+            mark_mask,
+            fast_path: fast_path_enabled(),
+        };
+        let classifier = match Classifier::open_pinned(netns.clone(), config, pin_dir) {
+            // Pinned with the other fast-path setting: keep it (classification never stops);
+            // the new setting takes effect after a cleanup. `status` tells which one runs.
+            Err(ClassifierError::FastPathMismatch { pinned, .. }) => {
+                tracing::warn!(dir = %pin_dir.display(), pinned, "pinned classifier has the other fast-path setting: kept");
+                Classifier::open_pinned(
+                    netns.clone(),
+                    ClassifierConfig {
+                        fast_path: pinned,
+                        ..config
+                    },
+                    pin_dir,
+                )?
+            }
+            r => r?,
+        };
         Ok(Self {
             netns,
             classifier,
@@ -213,7 +225,18 @@ impl Reconciler {
         if !ops.is_empty() && self.last.as_ref() == Some(&desired.state) {
             tracing::warn!(netns = ?self.netns, ops = ops.len(), "state changed behind ntkplane's back: repairing");
         }
+        let active = active_tables(&desired.state);
+        if self.classifier.fast_path() {
+            // Before rules go: the fast path stops using a table before the stack does.
+            self.sync_fast_path_tables(&active, false)?;
+        }
         self.execute(&ops)?;
+        if self.classifier.fast_path() {
+            // After rules come: the fast path uses a table only once the stack would.
+            self.sync_fast_path_tables(&active, true)?;
+            self.classifier
+                .set_excluded(&fast_path_exclusions(&desired.state))?;
+        }
         if let Some(path) = &self.rt_tables {
             rt_tables::write(path, &desired.table_names).map_err(|source| {
                 KernelError::RtTables {
@@ -226,6 +249,23 @@ impl Reconciler {
         report.ops = ops;
         tracing::info!(netns = ?self.netns, ops = report.total(), "applied");
         Ok(report)
+    }
+
+    /// Sets each classifier entry's `table` (the fast path's lookup table) to the table its
+    /// mark selects when that table's `fwmark` rule is in `active`, else 0 (hand to the stack).
+    /// With `raise` false only entries are lowered to 0 (before the rules change).
+    fn sync_fast_path_tables(
+        &mut self,
+        active: &BTreeMap<u32, u32>,
+        raise: bool,
+    ) -> Result<(), KernelError> {
+        for (mac, e) in self.classifier.entries()? {
+            let want = active.get(&e.mark).copied().unwrap_or(0);
+            if want != e.table && (raise || want == 0) {
+                self.classifier.insert(mac, e.mark, want)?;
+            }
+        }
+        Ok(())
     }
 
     fn execute(&mut self, ops: &[Op]) -> Result<(), KernelError> {
@@ -261,7 +301,11 @@ impl Reconciler {
                                 r.del_rule(m).await?;
                             }
                         }
-                        Op::SetMark { mac, mark } => classifier.insert(*mac, *mark, *mark)?,
+                        Op::SetMark { mac, mark } => {
+                            // The fast path's table is set once the rule exists (see apply).
+                            let table = if classifier.fast_path() { 0 } else { *mark };
+                            classifier.insert(*mac, *mark, table)?
+                        }
                         Op::DelMark { mac } => {
                             classifier.remove(*mac)?;
                         }
@@ -285,4 +329,79 @@ impl Reconciler {
         self.last = None;
         Ok(report)
     }
+}
+
+/// Whether new classifiers load the fast path (set once at daemon start, see
+/// [`set_fast_path`]). Off unless set.
+static FAST_PATH: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Why the fast path is off (for `status`), when it is.
+static FAST_PATH_OFF: std::sync::Mutex<String> = std::sync::Mutex::new(String::new());
+
+/// Chooses, for the classifiers loaded from now on, `fastpath` (true) or `classify`;
+/// `why_off` is what `status` says when it is off.
+pub fn set_fast_path(on: bool, why_off: &str) {
+    FAST_PATH.store(on, std::sync::atomic::Ordering::Relaxed);
+    *FAST_PATH_OFF.lock().unwrap_or_else(|e| e.into_inner()) = why_off.to_string();
+}
+
+/// `status`'s fast-path line from what the namespaces' classifiers run.
+pub fn fast_path_status(running: impl Iterator<Item = bool>) -> String {
+    let running: Vec<bool> = running.collect();
+    let why = FAST_PATH_OFF
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let wanted = fast_path_enabled();
+    let on = running.iter().filter(|r| **r).count();
+    match (wanted, on) {
+        (true, n) if n == running.len() => "on".into(),
+        (false, 0) => format!("off ({why})"),
+        (_, n) => format!(
+            "{} ({n} of {} namespaces run it: pinned classifiers keep their setting until a cleanup)",
+            if wanted { "on" } else { "off" },
+            running.len()
+        ),
+    }
+}
+
+/// `show-tables`' per-outcome fast-path counters of `mac`, when the fast path runs.
+pub fn fast_path_row(c: &Classifier, mac: crate::mac::MacAddr) -> Option<BTreeMap<String, u64>> {
+    let f = c.fast_path_counters(mac).ok().flatten()?;
+    Some(
+        ntkplane_common::fp::NAMES
+            .iter()
+            .zip(f.packets)
+            .map(|(n, v)| (n.to_string(), v))
+            .collect(),
+    )
+}
+
+pub fn fast_path_enabled() -> bool {
+    FAST_PATH.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+/// Mark → table of every `fwmark` rule of `state` (the tables the stack looks up by mark).
+fn active_tables(state: &KernelState) -> BTreeMap<u32, u32> {
+    state
+        .rules
+        .iter()
+        .filter_map(|r| r.fwmark.map(|(mark, _)| (mark, r.table)))
+        .collect()
+}
+
+/// What the fast path must hand to the stack in this namespace: the NAT-covered ranges and
+/// the namespace's own addresses.
+pub fn fast_path_exclusions(state: &KernelState) -> BTreeMap<(std::net::Ipv4Addr, u8), u32> {
+    use ntkplane_common::{EXCLUDE_LOCAL, EXCLUDE_NAT};
+    let mut out: BTreeMap<(std::net::Ipv4Addr, u8), u32> = state
+        .nat
+        .fast_path_exclusions()
+        .into_iter()
+        .map(|p| ((p.addr(), p.prefix_len()), EXCLUDE_NAT))
+        .collect();
+    for (_, a) in &state.addresses {
+        out.entry((*a, 32)).or_insert(EXCLUDE_LOCAL);
+    }
+    out
 }

@@ -50,6 +50,26 @@ impl NatState {
         s
     }
 
+    /// Every range a NAT rule of this state can rewrite, as destination or as source: the
+    /// anonymizing range, the NETMAP'd destination ranges, the source selectors and the
+    /// ranges sources are mapped to. The eBPF fast path hands packets from or to these to the
+    /// stack (conntrack and the NAT hooks must see them).
+    pub fn fast_path_exclusions(&self) -> BTreeSet<Ipv4Prefix> {
+        let mut out = BTreeSet::new();
+        if let Some((range, _)) = self.snat {
+            out.insert(range);
+        }
+        for (from, to) in &self.pre {
+            out.insert(*from);
+            out.insert(*to);
+        }
+        for (src, _, to) in &self.post {
+            out.insert(*src);
+            out.insert(*to);
+        }
+        out
+    }
+
     pub fn is_empty(&self) -> bool {
         self.snat.is_none() && self.pre.is_empty() && self.post.is_empty()
     }
