@@ -205,7 +205,10 @@ pub fn links(
             match tcx(dev) {
                 Err(e) => out.push(format!("{dev}: {e}")),
                 Ok(progs) => {
-                    let n = progs.iter().filter(|p| *p == CLASSIFIER).count();
+                    let n = progs
+                        .iter()
+                        .filter(|p| CLASSIFIERS.contains(&p.as_str()))
+                        .count();
                     if (c && n != 1) || (!c && n != 0) {
                         out.push(format!(
                             "{dev}: the classifier is attached {n} times to its TCX ingress (programs {}), expected {}",
@@ -222,6 +225,9 @@ pub fn links(
 
 /// The classifier's program name (`ebpf/`: `#[classifier] fn classify`).
 pub const CLASSIFIER: &str = "classify";
+/// The names the classifier's program has: `classify`, or `fastpath` (classify, then forward
+/// in TC) when the daemon runs the fast path.
+pub const CLASSIFIERS: [&str; 2] = [CLASSIFIER, "fastpath"];
 
 /// The namespace's tables against the expected ones: every route one of the listed values
 /// (the routes of protocol ntk, or with `exact` every route of the listed tables), no other
@@ -488,6 +494,11 @@ mod tests {
             },
         )]);
         assert!(links(&k, &want, |_| Ok(vec!["classify".into()])).is_empty());
+        assert!(links(&k, &want, |_| Ok(vec!["fastpath".into()])).is_empty());
+        let e = links(&k, &want, |_| {
+            Ok(vec!["classify".into(), "fastpath".into()])
+        });
+        assert!(e[0].contains("attached 2 times"), "{e:?}");
         let e = links(&k, &want, |_| Ok(vec![]));
         assert!(e[0].contains("attached 0 times"), "{e:?}");
         let down = BTreeMap::from([(

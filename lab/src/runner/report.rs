@@ -46,6 +46,22 @@ impl Lab<'_> {
                         if t.rule { "yes" } else { "no" },
                         t.packets.map_or("-".into(), |p| p.to_string())
                     );
+                    if let Some(f) = &t.fast_path {
+                        let parts: Vec<String> = f
+                            .iter()
+                            .filter(|(_, v)| **v > 0)
+                            .map(|(k, v)| format!("{k} {v}"))
+                            .collect();
+                        let _ = writeln!(
+                            r,
+                            "        fast path: {}",
+                            if parts.is_empty() {
+                                "no packets".to_string()
+                            } else {
+                                parts.join(", ")
+                            }
+                        );
+                    }
                 }
             }
             let nat = readback::sh_in(&s.netns, "nft list table ip ntkplane 2>/dev/null || true")
