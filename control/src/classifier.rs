@@ -676,6 +676,20 @@ impl Classifier {
                         name: STATS_MAP,
                         source,
                     })?;
+                if let Some(fp) = &mut self.fp {
+                    let zeros =
+                        PerCpuValues::try_from(vec![FastPathCounters::default(); self.nr_cpus])
+                            .map_err(|e| ClassifierError::Map {
+                                name: FP_STATS_MAP,
+                                source: MapError::IoError(e),
+                            })?;
+                    fp.stats
+                        .set(slot, zeros, 0)
+                        .map_err(|source| ClassifierError::Map {
+                            name: FP_STATS_MAP,
+                            source,
+                        })?;
+                }
                 slot
             }
             Err(source) => {

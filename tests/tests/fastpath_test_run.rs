@@ -139,6 +139,12 @@ fn fast_path_and_stack_agree_on_every_case() {
     let got = on.fast_path_counters(MacAddr(SENDER_MAC)).unwrap().unwrap();
     assert_eq!(got.packets, want_counts, "per-outcome counters");
     assert_eq!(off.fast_path_counters(MacAddr(SENDER_MAC)).unwrap(), None);
+    // Removed and re-added (its slot reused): the fast-path counters restart from zero too.
+    let mut on = on;
+    on.remove(MacAddr(SENDER_MAC)).unwrap();
+    on.insert(MacAddr(SENDER_MAC), MARK, MARK).unwrap();
+    let again = on.fast_path_counters(MacAddr(SENDER_MAC)).unwrap().unwrap();
+    assert_eq!(again.packets, [0; fp::N]);
 }
 
 #[test]
