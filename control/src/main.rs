@@ -281,6 +281,22 @@ fn main() -> ExitCode {
             ) {
                 Ok(c) => {
                     println!("classify: loaded, mark mask {:#x}", c.mark_mask());
+                    match ntkplane::classifier::kernel_supports_fast_path() {
+                        Err(e) => println!("fastpath: not supported here ({e})"),
+                        Ok(()) => match ntkplane::classifier::Classifier::load(
+                            ntkplane::netns::Netns::Current,
+                            ntkplane::classifier::ClassifierConfig {
+                                fast_path: true,
+                                ..Default::default()
+                            },
+                        ) {
+                            Ok(_) => println!("fastpath: loaded"),
+                            Err(e) => {
+                                eprintln!("error: fastpath: {e}");
+                                return ExitCode::FAILURE;
+                            }
+                        },
+                    }
                     ExitCode::SUCCESS
                 }
                 Err(e) => {

@@ -237,7 +237,8 @@ nat"#,
         to: "links = { eth1 = { up = true, classifier = false, kind",
         line_at: None,
         field: "step[8].check.links",
-        says: &["eth1: the classifier is attached 1 times to its TCX ingress (programs [classify]), expected not at all"],
+        // `fastpath` where the kernel runs the fast path (the daemon's default), else `classify`.
+        says: &["eth1: the classifier is attached 1 times to its TCX ingress (programs [", "]), expected not at all"],
     },
     Wrong {
         from: r#"fwmark_rules = { "250" = true, "249" = false }"#,

@@ -203,6 +203,24 @@ mod tests {
     }
 
     #[test]
+    fn fast_path_exclusions_cover_every_range_a_rule_rewrites() {
+        let mut s = NatState {
+            snat: Some((p("10.0.0.64/27"), "10.0.0.18".parse().unwrap())),
+            ..Default::default()
+        };
+        s.pre.insert((p("10.0.0.40/29"), p("10.0.0.8/29")));
+        s.post
+            .insert((p("10.0.0.8/29"), p("10.0.0.0/24"), p("10.0.0.40/29")));
+        let got: Vec<String> = s
+            .fast_path_exclusions()
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(got, ["10.0.0.8/29", "10.0.0.40/29", "10.0.0.64/27"]);
+        assert!(NatState::default().fast_path_exclusions().is_empty());
+    }
+
+    #[test]
     fn nested_keys_go_to_separate_layers_most_specific_first() {
         let mut s = NatState::default();
         s.pre.insert((p("10.60.0.0/24"), p("10.50.2.0/24")));
