@@ -584,16 +584,16 @@ impl Daemon {
                     Err(e) => Response::err(e),
                 }
             }
-            Request::ShowIdentities => return Response::ok(self.show_identities()),
+            Request::ShowIdentities {} => return Response::ok(self.show_identities()),
             Request::ShowArcs { identity } => {
                 return match self.system.identity(*identity) {
                     Ok(id) => Response::ok(data(&id.arcs)),
                     Err(e) => Response::err(e),
                 }
             }
-            Request::ShowTables => return self.show_tables(),
-            Request::Status => return Response::ok(self.status()),
-            Request::Quit => return Response::ok(data(reply::Done {})),
+            Request::ShowTables {} => return self.show_tables(),
+            Request::Status {} => return Response::ok(self.status()),
+            Request::Quit {} => return Response::ok(data(reply::Done {})),
         };
         let data = match result.and_then(|d| next.desired().map(|_| d)) {
             Ok(d) => d,
@@ -785,16 +785,16 @@ impl Daemon {
                 Err(_) => continue,
             };
             let mut reader = BufReader::new(stream.take(MAX_REQUEST as u64 + 1));
-            let mut line = String::new();
+            let mut line = Vec::new();
             while {
                 line.clear();
-                reader.read_line(&mut line).unwrap_or(0) > 0
+                reader.read_until(b'\n', &mut line).unwrap_or(0) > 0
             } {
                 let resp = if line.len() > MAX_REQUEST {
                     Response::err(format!("request longer than {MAX_REQUEST} bytes"))
                 } else {
-                    match serde_json::from_str::<Request>(line.trim()) {
-                        Ok(Request::Quit) => {
+                    match proto::decode(&line) {
+                        Ok(Request::Quit {}) => {
                             quit = true;
                             match self.shutdown() {
                                 Ok(()) => Response::ok(data(reply::Done {})),
@@ -805,7 +805,7 @@ impl Daemon {
                             tracing::info!(?req, "command");
                             self.handle(&req)
                         }
-                        Err(e) => Response::err(format!("malformed request: {e}")),
+                        Err(e) => Response::err(e),
                     }
                 };
                 let _ = writeln!(writer, "{}", serde_json::to_string(&resp).unwrap());
