@@ -246,6 +246,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if let Err(e) = ntkplane::daemon::check_instance(&cli.instance) {
+        return usage_error(format_args!("--instance: {e}"));
+    }
     let socket = cli.run_dir.join(format!("{}.sock", cli.instance));
     let req = match cli.command {
         Command::Run(a) => {

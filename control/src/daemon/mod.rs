@@ -1,6 +1,7 @@
 //! The ntkplane daemon: owns one system's dataplane. Commands arrive on a Unix socket as
 //! JSON lines and are serialized (one writer per system); each is applied to a copy of the
 //! model, validated, persisted, then the kernel is reconciled to the new model.
+pub mod lock;
 pub mod persist;
 pub mod proto;
 pub mod reply;
@@ -95,7 +96,46 @@ pub struct Paths {
     pub rt_tables_dir: Option<PathBuf>,
 }
 
+/// Longest instance name: it names files, sockets and namespaces (`<instance>-migr01`).
+pub const MAX_INSTANCE: usize = 32;
+
+/// `sun_path` holds 108 bytes, the last one a NUL.
+const MAX_SOCKET_PATH: usize = 107;
+
+/// An instance name is 1 to [`MAX_INSTANCE`] characters of `A-Z a-z 0-9 _ -`, not starting
+/// with `-`: it is used as a file name, a namespace name prefix and a socket name.
+pub fn check_instance(name: &str) -> Result<(), String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
+    if name.is_empty()
+        || name.len() > MAX_INSTANCE
+        || name.starts_with('-')
+        || !name.chars().all(ok_char)
+    {
+        return Err(format!(
+            "instance name '{name}': expected 1 to {MAX_INSTANCE} characters of A-Z a-z 0-9 _ - (not starting with -)"
+        ));
+    }
+    Ok(())
+}
+
 impl Paths {
+    /// The instance name is valid and the socket path fits in a Unix socket address.
+    pub fn check(&self) -> Result<(), DaemonError> {
+        check_instance(&self.instance).map_err(DaemonError::Invalid)?;
+        let sock = self.socket();
+        let len = sock.as_os_str().len();
+        if len > MAX_SOCKET_PATH {
+            return Err(DaemonError::Invalid(format!(
+                "socket path {} is {len} bytes, longer than the {MAX_SOCKET_PATH} a Unix socket allows: use a shorter --run-dir or --instance",
+                sock.display()
+            )));
+        }
+        Ok(())
+    }
+    /// The instance lock (held by the running daemon).
+    pub fn lock(&self) -> PathBuf {
+        self.run_dir.join(format!("{}.lock", self.instance))
+    }
     pub fn new(instance: &str) -> Self {
         Paths {
             instance: instance.into(),
@@ -125,8 +165,16 @@ impl Paths {
 
 #[derive(Debug, thiserror::Error)]
 pub enum DaemonError {
-    #[error("a daemon already runs for instance '{0}' (its socket answers)")]
-    AlreadyRunning(String),
+    #[error("a daemon already runs for instance '{0}' (it holds {1})")]
+    AlreadyRunning(String, String),
+    #[error("network namespace {netns} is already owned by {holder} (lock {lock})")]
+    NetnsOwned {
+        netns: String,
+        holder: String,
+        lock: String,
+    },
+    #[error("{0}")]
+    Invalid(String),
     #[error("{0}")]
     Io(String),
     #[error(transparent)]
@@ -149,6 +197,8 @@ pub struct Daemon {
     /// qspn.md §13.2's give-up wait ([`crate::system::BOOTSTRAP_TIMEOUT_MS`] unless changed
     /// with `run --bootstrap-timeout-ms`, for tests).
     bootstrap_timeout_ms: u64,
+    /// The instance lock and the namespace owner lock, held while the daemon lives.
+    _locks: Vec<lock::Lock>,
 }
 
 impl Daemon {
@@ -162,9 +212,8 @@ impl Daemon {
         bootstrap_timeout_ms: u64,
         init: impl FnOnce() -> Result<System, DaemonError>,
     ) -> Result<Self, DaemonError> {
-        if std::os::unix::net::UnixStream::connect(paths.socket()).is_ok() {
-            return Err(DaemonError::AlreadyRunning(paths.instance.clone()));
-        }
+        paths.check()?;
+        let locks = Self::take_ownership(&paths, &system_netns)?;
         let clock = Clock::new();
         let system = match persist::load(&paths.state()).map_err(io_err("state"))? {
             Some(mut s) => {
@@ -193,10 +242,43 @@ impl Daemon {
             reconcilers: BTreeMap::new(),
             clock,
             bootstrap_timeout_ms,
+            _locks: locks,
         };
         d.reconcile()?;
         d.finish_dismissals()?;
         Ok(d)
+    }
+
+    /// The instance lock first (one daemon per instance, also for simultaneous starts), then
+    /// the system namespace's owner lock (one instance per namespace): before anything else.
+    fn take_ownership(paths: &Paths, netns: &Netns) -> Result<Vec<lock::Lock>, DaemonError> {
+        let who = format!("instance {} (pid {})", paths.instance, std::process::id());
+        let inst = match lock::take(&paths.lock(), &who) {
+            Ok(l) => l,
+            Err(lock::LockError::Held { path, .. }) => {
+                return Err(DaemonError::AlreadyRunning(
+                    paths.instance.clone(),
+                    path.display().to_string(),
+                ))
+            }
+            Err(lock::LockError::Io(e)) => return Err(DaemonError::Io(format!("lock: {e}"))),
+        };
+        let p = lock::netns_lock_path(netns).map_err(io_err("system namespace"))?;
+        let owner = match lock::take(&p, &who) {
+            Ok(l) => l,
+            Err(lock::LockError::Held { path, holder }) => {
+                return Err(DaemonError::NetnsOwned {
+                    netns: match netns {
+                        Netns::Current => "(current)".into(),
+                        Netns::Named(n) => n.clone(),
+                    },
+                    holder,
+                    lock: path.display().to_string(),
+                })
+            }
+            Err(lock::LockError::Io(e)) => return Err(DaemonError::Io(format!("lock: {e}"))),
+        };
+        Ok(vec![inst, owner])
     }
 
     fn netns_of(&self, ns: &Option<String>) -> Netns {
@@ -825,4 +907,41 @@ impl Daemon {
 /// A reply's `data`: every reply type serializes.
 fn data(reply: impl serde::Serialize) -> serde_json::Value {
     serde_json::to_value(reply).expect("reply types serialize to JSON")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19: instance names that would escape their directories or not fit are refused.
+    #[test]
+    fn instance_names_are_checked() {
+        for ok in [
+            "ntkplane",
+            "a",
+            "ntkt123d",
+            "x_y-z",
+            &"a".repeat(MAX_INSTANCE),
+        ] {
+            check_instance(ok).unwrap();
+        }
+        for bad in [
+            "",
+            "../../tmp/x",
+            "a/b",
+            ".",
+            "..",
+            "-x",
+            "a b",
+            "é",
+            &"a".repeat(MAX_INSTANCE + 1),
+        ] {
+            assert!(check_instance(bad).is_err(), "{bad:?} accepted");
+        }
+        let mut p = Paths::new("ntkplane");
+        p.check().unwrap();
+        p.run_dir = PathBuf::from("/").join("r".repeat(100));
+        let e = p.check().unwrap_err().to_string();
+        assert!(e.contains("longer than the 107"), "{e}");
+    }
 }
