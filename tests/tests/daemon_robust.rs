@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use ntkplane_integration::{
     daemon::Instance,
-    lab::{require_root, veth, End, Ns},
+    lab::{require_root, udp_through, veth, End, Ns},
     readback::{routes_text, rules_text, table},
 };
 
@@ -115,4 +115,73 @@ fn ownership_one_daemon_per_instance_one_instance_per_namespace() {
     for mut k in kids {
         let _ = k.wait();
     }
+}
+
+/// Packets the classifier counted from γ (`show-tables`).
+fn gamma_packets(d: &Instance) -> u64 {
+    let rows = d.json(&["show-tables"]);
+    rows.as_array()
+        .unwrap()
+        .iter()
+        .find(|r| r["table"] == 250)
+        .and_then(|r| r["packets"].as_u64())
+        .unwrap_or(0)
+}
+
+/// γ sends datagrams to the system's eth1 address: they enter through the classifier.
+fn gamma_sends(sys: &Ns, peer: &Ns) {
+    peer.sh("ip route replace 192.0.2.1/32 dev eth1 && \
+         ip neigh replace 192.0.2.1 lladdr 00:16:3e:ec:a3:e1 dev eth1 nud permanent");
+    udp_through(
+        peer,
+        sys,
+        "192.0.2.1:9999".parse().unwrap(),
+        10,
+        Duration::from_millis(300),
+    );
+}
+
+/// Finding 3 (and 2's restart half): a crash that left a partial pin set, or a pinned link
+/// whose interface was deleted and re-created, does not block the next start, and the
+/// classifier counts again.
+#[test]
+fn restart_repairs_a_partial_pin_set_and_a_dead_pinned_link() {
+    require_root();
+    let (sys, peer) = system();
+    let mut d = Instance::new(&sys);
+    d.start();
+    with_gamma(&d);
+    let pins = d.pins().join("default");
+    gamma_sends(&sys, &peer);
+    let counted = gamma_packets(&d);
+    assert!(counted >= 10, "{counted}");
+
+    // A crash after the maps were pinned and before the program was: maps only.
+    d.kill9();
+    std::fs::remove_file(pins.join("link-eth1")).unwrap();
+    std::fs::remove_file(pins.join("prog")).unwrap();
+    assert!(pins.join("NTK_NEIGHBOURS").exists());
+    d.start();
+    assert!(pins.join("prog").exists() && pins.join("link-eth1").exists());
+    gamma_sends(&sys, &peer);
+    assert!(
+        gamma_packets(&d) >= 10,
+        "the classifier does not count after the repair"
+    );
+
+    // The interface deleted and re-created while no daemon ran: the pinned link is dead.
+    d.kill9();
+    sys.sh("ip link del eth1");
+    veth(
+        End(&sys, "eth1", "00:16:3e:ec:a3:e1", "192.0.2.1/32"),
+        End(&peer, "eth1", "00:16:3e:5b:78:d5", "192.0.2.2/32"),
+    );
+    d.start();
+    let before = gamma_packets(&d);
+    gamma_sends(&sys, &peer);
+    assert!(
+        gamma_packets(&d) >= before + 10,
+        "the classifier is not attached to the re-created interface"
+    );
+    assert!(routes_text(&sys.name, Some(250)).contains("proto ntk"));
 }
