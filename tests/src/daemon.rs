@@ -92,7 +92,11 @@ impl Instance {
             .cmd()
             .args(["run", "--netns", &self.netns])
             .args(opts)
-            .args(["--rt-tables-dir", "none"])
+            .args(if opts.contains(&"--rt-tables-dir") {
+                &[][..]
+            } else {
+                &["--rt-tables-dir", "none"][..]
+            })
             .arg("--state-dir")
             .arg(&self.state_dir)
             .stdout(Stdio::null())

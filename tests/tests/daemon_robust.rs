@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, udp_through, veth, End, Ns},
-    readback::{routes_text, rules_text, table},
+    readback::{links_in, routes_text, rules_text, sysctl_in, table},
 };
 
 fn system() -> (Ns, Ns) {
@@ -184,4 +184,55 @@ fn restart_repairs_a_partial_pin_set_and_a_dead_pinned_link() {
         "the classifier is not attached to the re-created interface"
     );
     assert!(routes_text(&sys.name, Some(250)).contains("proto ntk"));
+}
+
+/// Finding 6 and 9's quit half: with one step failing (the rt_tables file replaced by a
+/// directory), every other step still runs, the daemon exits non-zero, and the sysctls and
+/// the interface's admin state are back to what they were before `run`.
+#[test]
+fn quit_attempts_every_step_and_restores_host_settings() {
+    require_root();
+    let (sys, _peer) = system();
+    sys.sh("ip link set eth1 down");
+    let keys = [
+        "net/ipv4/ip_forward",
+        "net/ipv4/conf/all/rp_filter",
+        "net/ipv4/conf/eth1/rp_filter",
+        "net/ipv4/conf/eth1/arp_ignore",
+        "net/ipv4/conf/eth1/arp_announce",
+    ];
+    let before: Vec<String> = keys.iter().map(|k| sysctl_in(&sys.name, k)).collect();
+    assert!(!links_in(&sys.name)["eth1"].up);
+    let rt_dir = std::env::temp_dir().join(format!("{}-rt", sys.name));
+    let mut d = Instance::new(&sys);
+    let mut opts = ntkplane_integration::daemon::REFERENCE.to_vec();
+    let rt = rt_dir.display().to_string();
+    opts.extend(["--rt-tables-dir", &rt]);
+    d.start_with(&opts);
+    with_gamma(&d);
+    assert_eq!(sysctl_in(&sys.name, "net/ipv4/ip_forward"), "1");
+    assert!(links_in(&sys.name)["eth1"].up);
+    let conf = rt_dir.join(format!("{}.conf", d.name));
+    assert!(conf.exists());
+    std::fs::remove_file(&conf).unwrap();
+    std::fs::create_dir_all(conf.join("blocker")).unwrap();
+
+    let (code, _, err) = d.client(&["quit"]);
+    assert_ne!(code, 0, "a failed quit step reported success");
+    assert!(err.contains(&conf.display().to_string()), "{err}");
+    let mut child = d.child.take().unwrap();
+    let st = child.wait().unwrap();
+    assert!(
+        !st.success(),
+        "the daemon exited 0 after a failed quit step"
+    );
+    // Everything else is gone.
+    assert!(table(&sys, 250).is_empty() && table(&sys, 251).is_empty());
+    assert!(!rules_text(&sys.name).contains("proto ntk"));
+    assert!(!sys.sh("nft list tables").contains("ntkplane"));
+    assert!(!d.pins().join("default").exists(), "pins left behind");
+    let after: Vec<String> = keys.iter().map(|k| sysctl_in(&sys.name, k)).collect();
+    assert_eq!(after, before, "sysctls not restored");
+    assert!(!links_in(&sys.name)["eth1"].up, "eth1 left up");
+    let _ = std::fs::remove_dir_all(&rt_dir);
 }

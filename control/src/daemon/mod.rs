@@ -1,6 +1,7 @@
 //! The ntkplane daemon: owns one system's dataplane. Commands arrive on a Unix socket as
 //! JSON lines and are serialized (one writer per system); each is applied to a copy of the
 //! model, validated, persisted, then the kernel is reconciled to the new model.
+pub mod host;
 pub mod lock;
 pub mod persist;
 pub mod proto;
@@ -151,6 +152,10 @@ impl Paths {
     pub fn state(&self) -> PathBuf {
         self.state_dir.join(&self.instance).join("state.json")
     }
+    /// The system namespace's settings before the first `run` ([`host::HostSettings`]).
+    pub fn host_settings(&self) -> PathBuf {
+        self.state_dir.join(&self.instance).join("host.json")
+    }
     pub fn pins(&self, ns: &Option<String>) -> PathBuf {
         self.pin_root
             .join(&self.instance)
@@ -244,6 +249,7 @@ impl Daemon {
             bootstrap_timeout_ms,
             _locks: locks,
         };
+        d.record_host_settings()?;
         d.reconcile()?;
         d.finish_dismissals()?;
         Ok(d)
@@ -465,8 +471,34 @@ impl Daemon {
         Ok(())
     }
 
-    /// Removes everything ntkplane installed, and the persisted state.
+    /// Records the system namespace's settings ntkplane is about to change, unless a
+    /// previous run already did (a crash and restart keeps the values from before the first).
+    fn record_host_settings(&self) -> Result<(), DaemonError> {
+        let path = self.paths.host_settings();
+        if host::HostSettings::load(&path)
+            .map_err(DaemonError::Io)?
+            .is_some()
+        {
+            return Ok(());
+        }
+        let ifaces: Vec<String> = self
+            .system
+            .config
+            .nics
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
+        host::HostSettings::record(&self.system_netns, &ifaces)
+            .and_then(|h| h.save(&path))
+            .map_err(|e| DaemonError::Io(format!("host settings: {e}")))
+    }
+
+    /// Removes everything ntkplane installed, restores the settings recorded before the
+    /// first `run`, and removes the persisted state. Every step is attempted even when one
+    /// fails; then the failures are returned together (and the state is kept, so that the
+    /// next `run` and `quit` can finish the job).
     pub fn shutdown(&mut self) -> Result<(), DaemonError> {
+        let mut errors: Vec<String> = Vec::new();
         // Connectivity identities first (lifecycle.md §17), then the system namespace.
         let labels: BTreeSet<String> = self
             .reconcilers
@@ -476,16 +508,40 @@ impl Daemon {
             .chain(self.existing_identity_netns())
             .collect();
         for label in labels {
-            self.remove_identity_netns(&label)?;
+            if let Err(e) = self.remove_identity_netns(&label) {
+                errors.push(format!("namespace {}: {e}", self.netns_name(&label)));
+            }
         }
         let all: Vec<Option<String>> = self.reconcilers.keys().cloned().collect();
         for ns in all {
             let mut r = self.reconcilers.remove(&ns).unwrap();
-            r.cleanup()?;
+            if let Err(e) = r.cleanup() {
+                errors.push(format!(
+                    "cleanup of {}: {e}",
+                    ns.as_deref().unwrap_or("the system namespace")
+                ));
+            }
+        }
+        match host::HostSettings::load(&self.paths.host_settings()) {
+            Ok(Some(h)) => errors.extend(h.restore(&self.system_netns)),
+            Ok(None) => {}
+            Err(e) => errors.push(format!("host settings: {e}")),
         }
         let _ = std::fs::remove_dir(self.paths.pin_root.join(&self.paths.instance));
         let _ = std::fs::remove_dir(&self.paths.pin_root);
+        if !errors.is_empty() {
+            for e in &errors {
+                tracing::error!("quit: {e}");
+            }
+            return Err(DaemonError::Io(format!(
+                "quit: {} step(s) failed (state kept in {}): {}",
+                errors.len(),
+                self.paths.state().display(),
+                errors.join("; ")
+            )));
+        }
         persist::remove(&self.paths.state()).map_err(io_err("state"))?;
+        persist::remove(&self.paths.host_settings()).map_err(io_err("host settings"))?;
         let _ = std::fs::remove_dir(self.paths.state_dir.join(&self.paths.instance));
         Ok(())
     }
@@ -861,7 +917,7 @@ impl Daemon {
             };
             let _ = stream.set_nonblocking(false);
             let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut quit = false;
+            let mut quit: Option<Result<(), DaemonError>> = None;
             let mut writer = match stream.try_clone() {
                 Ok(w) => w,
                 Err(_) => continue,
@@ -877,11 +933,13 @@ impl Daemon {
                 } else {
                     match proto::decode(&line) {
                         Ok(Request::Quit {}) => {
-                            quit = true;
-                            match self.shutdown() {
+                            let r = self.shutdown();
+                            let resp = match &r {
                                 Ok(()) => Response::ok(data(reply::Done {})),
                                 Err(e) => Response::err(e),
-                            }
+                            };
+                            quit = Some(r);
+                            resp
                         }
                         Ok(req) => {
                             tracing::info!(?req, "command");
@@ -891,12 +949,12 @@ impl Daemon {
                     }
                 };
                 let _ = writeln!(writer, "{}", serde_json::to_string(&resp).unwrap());
-                if quit || line.len() > MAX_REQUEST {
+                if quit.is_some() || line.len() > MAX_REQUEST {
                     break;
                 }
             }
-            if quit {
-                break Ok(());
+            if let Some(r) = quit {
+                break r;
             }
         };
         let _ = std::fs::remove_file(&sock);

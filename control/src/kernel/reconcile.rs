@@ -266,11 +266,14 @@ impl Reconciler {
 
     /// Removes everything ntkplane installed in the namespace: routes, rules, addresses,
     /// NAT table, classifier entries and attachments, the rt_tables file.
+    /// Both steps are attempted even when the first fails; the first error is returned.
     pub fn cleanup(&mut self) -> Result<Report, KernelError> {
         let empty = Desired::default();
-        let report = self.apply(&empty)?;
-        self.classifier.unpin()?;
+        let report = self.apply(&empty);
+        let unpinned = self.classifier.unpin();
         self.last = None;
+        let report = report?;
+        unpinned?;
         Ok(report)
     }
 }
