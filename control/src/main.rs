@@ -75,6 +75,34 @@ struct RunArgs {
     /// g-node (qspn.md §13.2; the reference's 10000). For tests: a shorter wait.
     #[arg(long, default_value_t = ntkplane::system::BOOTSTRAP_TIMEOUT_MS, value_name = "MS")]
     bootstrap_timeout_ms: u64,
+    /// Drop the persisted state of this instance and start afresh (a restart whose options
+    /// differ from the persisted ones is refused without it)
+    #[arg(long)]
+    discard_state: bool,
+}
+
+impl RunArgs {
+    /// The options the model is built from, as persisted next to the state and compared at
+    /// restart (flag → value).
+    fn model_args(&self, mask: u32) -> std::collections::BTreeMap<String, String> {
+        [
+            ("--topology", self.topology.clone()),
+            ("--address", self.address.clone()),
+            ("--interface", self.interfaces.join(" ")),
+            ("--subnet-level", self.subnet_level.to_string()),
+            ("--serve-anonymous", self.serve_anonymous.to_string()),
+            ("--no-anonymizer", self.no_anonymizer.to_string()),
+            ("--base", self.base.clone()),
+            ("--mark-mask", format!("{mask:#x}")),
+            (
+                "--netns",
+                self.netns.clone().unwrap_or_else(|| "(current)".into()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 #[derive(Args)]
@@ -205,7 +233,15 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
         };
         Ok(System::init(config, &a.address)?)
     };
-    let mut d = Daemon::start(paths, netns.clone(), a.bootstrap_timeout_ms, init)?;
+    let args = a.model_args(mask);
+    let mut d = Daemon::start(
+        paths,
+        netns.clone(),
+        a.bootstrap_timeout_ms,
+        &args,
+        a.discard_state,
+        init,
+    )?;
     for sig in [
         nix::sys::signal::Signal::SIGTERM,
         nix::sys::signal::Signal::SIGINT,

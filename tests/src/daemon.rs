@@ -117,8 +117,12 @@ impl Instance {
     /// `ntkplane run` with the reference options (and `extra`) that is expected to exit on
     /// its own (a refused start): its exit code and stderr. Killed after 10 s.
     pub fn run_refused(&self, extra: &[&str]) -> (i32, String) {
-        let mut child = self
-            .run_cmd(extra)
+        Self::refused(self.run_cmd(extra))
+    }
+
+    /// Runs `cmd` (a `run` expected to fail): its exit code and stderr. Killed after 10 s.
+    pub fn refused(mut cmd: Command) -> (i32, String) {
+        let mut child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
             .spawn()

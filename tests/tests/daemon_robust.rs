@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, udp_through, veth, End, Ns},
-    readback::{links_in, routes_text, rules_text, sysctl_in, table},
+    readback::{full_dump, links_in, routes_text, rules_text, sysctl_in, table},
 };
 
 fn system() -> (Ns, Ns) {
@@ -235,4 +235,95 @@ fn quit_attempts_every_step_and_restores_host_settings() {
     assert_eq!(after, before, "sysctls not restored");
     assert!(!links_in(&sys.name)["eth1"].up, "eth1 left up");
     let _ = std::fs::remove_dir_all(&rt_dir);
+}
+
+/// Finding 5: a first start that fails late (here `nft` is not found) removes everything it
+/// installed; a restart with options that differ from the persisted ones is refused naming
+/// them, and `--discard-state` starts afresh.
+#[test]
+fn a_failed_start_leaves_nothing_and_changed_options_are_refused() {
+    require_root();
+    let (sys, _peer) = system();
+    let before = full_dump(&sys);
+    let mut d = Instance::new(&sys);
+    let empty = std::env::temp_dir().join(format!("{}-nopath", sys.name));
+    std::fs::create_dir_all(&empty).unwrap();
+    let mut cmd = d.run_cmd(&[]);
+    cmd.env("PATH", &empty);
+    let (code, err) = Instance::refused(cmd);
+    assert_ne!(code, 0);
+    assert!(err.contains("nft"), "{err}");
+    assert_eq!(
+        full_dump(&sys),
+        before,
+        "the failed start left kernel state behind"
+    );
+    assert!(!d.pins().join("default").exists(), "pins left behind");
+    assert!(!d.state_file().exists(), "state.json left behind");
+    assert!(!d.run_dir.join(format!("{}.sock", d.name)).exists());
+    let _ = std::fs::remove_dir_all(&empty);
+
+    // A restart with another topology or address is refused, naming the differences.
+    d.start();
+    d.kill9();
+    let mut other: Vec<&str> = ntkplane_integration::daemon::REFERENCE.to_vec();
+    other[1] = "4.2.2.4";
+    other[3] = "2.1.1.3";
+    let mut cmd = d.cmd();
+    cmd.args(["run", "--netns", &d.netns])
+        .args(&other)
+        .args(["--rt-tables-dir", "none", "--state-dir"])
+        .arg(&d.state_dir);
+    let (code, err) = Instance::refused(cmd);
+    assert_ne!(code, 0);
+    assert!(
+        err.contains("--topology 4.2.2.2 (persisted) vs 4.2.2.4 (given)")
+            && err.contains("--address 2.1.1.1 (persisted) vs 2.1.1.3 (given)")
+            && err.contains("--discard-state"),
+        "{err}"
+    );
+    // The same options restart; --discard-state with the new ones starts afresh.
+    d.start();
+    d.kill9();
+    other.push("--discard-state");
+    d.start_with(&other);
+    assert!(d.ok(&["show-identities"]).contains("address=2.1.1.3"));
+}
+
+/// Finding 4: a command whose kernel apply fails (a third party removed the `main` rule, so
+/// γ's gateway is unreachable) is not persisted; once the kernel is fixed, the same command
+/// and a restart work.
+#[test]
+fn a_command_the_kernel_refuses_is_not_persisted() {
+    require_root();
+    let (sys, _peer) = system();
+    let mut d = Instance::new(&sys);
+    d.start();
+    d.ok(&["add-identity-arc", "0", "eth1", GAMMA, "169.254.94.223"]);
+    d.ok(&["add-qspn-arc", "0", "eth1", GAMMA]);
+    d.ok(&["set-neighbour", "0", "0", "2.1.1.0"]);
+    let state = std::fs::read_to_string(d.state_file()).unwrap();
+    sys.sh("ip rule del pref 32766");
+    let (code, _, err) = d.client(&["set-paths", "0", "0,0", PATH_TO_GAMMA]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not applied"), "{err}");
+    assert_eq!(
+        std::fs::read_to_string(d.state_file()).unwrap(),
+        state,
+        "a command the kernel refused was persisted"
+    );
+    // Later commands are not wedged by it.
+    d.ok(&[
+        "add-identity-arc",
+        "0",
+        "eth1",
+        "02:00:00:00:00:09",
+        "169.254.1.9",
+    ]);
+    sys.sh("ip rule add pref 32766 lookup main");
+    d.ok(&["set-paths", "0", "0,0", PATH_TO_GAMMA]);
+    assert!(routes_text(&sys.name, Some(251)).contains("10.0.0.22 via 169.254.94.223"));
+    d.kill9();
+    d.start();
+    assert!(routes_text(&sys.name, Some(251)).contains("10.0.0.22 via 169.254.94.223"));
 }

@@ -152,6 +152,10 @@ impl Paths {
     pub fn state(&self) -> PathBuf {
         self.state_dir.join(&self.instance).join("state.json")
     }
+    /// The `run` options the state was created with.
+    pub fn start_args(&self) -> PathBuf {
+        self.state_dir.join(&self.instance).join("args.json")
+    }
     /// The system namespace's settings before the first `run` ([`host::HostSettings`]).
     pub fn host_settings(&self) -> PathBuf {
         self.state_dir.join(&self.instance).join("host.json")
@@ -204,23 +208,42 @@ pub struct Daemon {
     bootstrap_timeout_ms: u64,
     /// The instance lock and the namespace owner lock, held while the daemon lives.
     _locks: Vec<lock::Lock>,
+    /// The control socket, bound at start (a start that cannot serve fails).
+    listener: Option<UnixListener>,
 }
 
 impl Daemon {
     /// Starts: refuses a second daemon on the instance, loads the persisted model (or creates
     /// it with `init`), and reconciles the kernel to it (adopting pinned BPF objects).
+    ///
+    /// `args` are the `run` options (flag → value) that `init` builds the model from; a
+    /// restart whose options differ from the persisted ones is refused, naming the
+    /// differences, unless `discard` (then the persisted state is dropped first). A first
+    /// start that fails after touching the kernel removes everything it installed.
     /// Bootstraps keep their persisted start: one whose timeout passed while no daemon ran
     /// ends now (qspn.md §13.2; QSPN's own timer does not wait for the daemon).
     pub fn start(
         paths: Paths,
         system_netns: Netns,
         bootstrap_timeout_ms: u64,
+        args: &BTreeMap<String, String>,
+        discard: bool,
         init: impl FnOnce() -> Result<System, DaemonError>,
     ) -> Result<Self, DaemonError> {
         paths.check()?;
         let locks = Self::take_ownership(&paths, &system_netns)?;
+        if discard {
+            persist::remove(&paths.state()).map_err(io_err("state"))?;
+            persist::remove(&paths.start_args()).map_err(io_err("start arguments"))?;
+            tracing::warn!(state = %paths.state().display(), "persisted state discarded (--discard-state)");
+        }
         let clock = Clock::new();
-        let system = match persist::load(&paths.state()).map_err(io_err("state"))? {
+        let persisted = persist::load(&paths.state()).map_err(io_err("state"))?;
+        let fresh = persisted.is_none();
+        if !fresh {
+            Self::check_start_args(&paths, args)?;
+        }
+        let system = match persisted {
             Some(mut s) => {
                 tracing::info!(state = %paths.state().display(), "restarting from the persisted state");
                 let now = clock.now_ms();
@@ -240,6 +263,11 @@ impl Daemon {
                 s
             }
         };
+        if !paths.start_args().exists() {
+            let text = serde_json::to_string_pretty(args).expect("serializable");
+            persist::write_private(&paths.start_args(), text.as_bytes())
+                .map_err(io_err("start arguments"))?;
+        }
         let mut d = Daemon {
             paths,
             system_netns,
@@ -248,11 +276,67 @@ impl Daemon {
             clock,
             bootstrap_timeout_ms,
             _locks: locks,
+            listener: None,
         };
-        d.record_host_settings()?;
-        d.reconcile()?;
-        d.finish_dismissals()?;
+        let late = d
+            .record_host_settings()
+            .and_then(|()| d.reconcile())
+            .and_then(|()| d.finish_dismissals())
+            .and_then(|()| d.bind());
+        if let Err(e) = late {
+            if !fresh {
+                // The state and the kernel are the previous run's: kept for the next start.
+                return Err(e);
+            }
+            tracing::error!("start failed ({e}): removing everything it installed");
+            let cleanup = d.shutdown();
+            // The model was built from the options and served no command: nothing is lost
+            // by dropping it even when part of the cleanup failed (the next start rebuilds it).
+            for p in [
+                d.paths.state(),
+                d.paths.start_args(),
+                d.paths.host_settings(),
+            ] {
+                let _ = persist::remove(&p);
+            }
+            let _ = std::fs::remove_dir(d.paths.state_dir.join(&d.paths.instance));
+            return Err(match cleanup {
+                Ok(()) => e,
+                Err(c) => DaemonError::Io(format!("{e}; and the cleanup failed: {c}")),
+            });
+        }
         Ok(d)
+    }
+
+    /// A restart's options must be the ones the persisted state was created with.
+    fn check_start_args(paths: &Paths, args: &BTreeMap<String, String>) -> Result<(), DaemonError> {
+        let text = match std::fs::read_to_string(paths.start_args()) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(paths.start_args().display())(e)),
+        };
+        let old: BTreeMap<String, String> = serde_json::from_str(&text)
+            .map_err(|e| DaemonError::Io(format!("{}: {e}", paths.start_args().display())))?;
+        let keys: BTreeSet<&String> = old.keys().chain(args.keys()).collect();
+        let diffs: Vec<String> = keys
+            .into_iter()
+            .filter(|k| old.get(*k) != args.get(*k))
+            .map(|k| {
+                format!(
+                    "{k} {} (persisted) vs {} (given)",
+                    old.get(k).map_or("unset", String::as_str),
+                    args.get(k).map_or("unset", String::as_str)
+                )
+            })
+            .collect();
+        if diffs.is_empty() {
+            return Ok(());
+        }
+        Err(DaemonError::Invalid(format!(
+            "the options differ from the persisted state in {}: {}; restart with the persisted options, or add --discard-state to start afresh",
+            paths.state().display(),
+            diffs.join(", ")
+        )))
     }
 
     /// The instance lock first (one daemon per instance, also for simultaneous starts), then
@@ -542,6 +626,11 @@ impl Daemon {
         }
         persist::remove(&self.paths.state()).map_err(io_err("state"))?;
         persist::remove(&self.paths.host_settings()).map_err(io_err("host settings"))?;
+        persist::remove(&self.paths.start_args()).map_err(io_err("start arguments"))?;
+        if let Some(l) = self.listener.take() {
+            drop(l);
+            let _ = std::fs::remove_file(self.paths.socket());
+        }
         let _ = std::fs::remove_dir(self.paths.state_dir.join(&self.paths.instance));
         Ok(())
     }
@@ -737,19 +826,35 @@ impl Daemon {
             Ok(d) => d,
             Err(e) => return Response::err(e),
         };
+        // The kernel first, then the disk: a command whose kernel apply fails is not
+        // persisted; the model goes back to what it was and the kernel is brought back to it,
+        // so one object the kernel refuses never wedges later commands or a restart.
         let previous = std::mem::replace(&mut self.system, next);
-        if let Err(e) = persist::save(&self.paths.state(), &self.system) {
-            self.system = previous;
-            return Response::err(format!("cannot persist the state: {e}"));
-        }
         let migrating = matches!(req, Request::MigratePhase1 { .. });
         if let Err(e) = self.reconcile_with(migrating.then_some(M5_WAIT)) {
-            return Response::err(format!("kernel: {e}"));
+            return self.revert(previous, format!("kernel: {e}"));
+        }
+        if let Err(e) = persist::save(&self.paths.state(), &self.system) {
+            return self.revert(previous, format!("cannot persist the state: {e}"));
         }
         match self.finish_dismissals() {
             Ok(()) => Response::ok(data),
             Err(e) => Response::err(format!("kernel: {e}")),
         }
+    }
+
+    /// A command that could not be completed: the model is `previous` again and the kernel
+    /// is brought back to it (best effort: what cannot be undone is logged).
+    fn revert(&mut self, previous: System, error: String) -> Response {
+        tracing::warn!("command failed ({error}): reverting the model and the kernel");
+        self.system = previous;
+        if let Err(e) = self.reconcile() {
+            tracing::error!("cannot bring the kernel back to the previous state: {e}");
+            return Response::err(format!(
+                "{error} (the command was not applied; bringing the kernel back failed too: {e})"
+            ));
+        }
+        Response::err(format!("{error} (the command was not applied)"))
     }
 
     /// E13: identities flagged for dismissal go once the state that created them reached
@@ -892,16 +997,31 @@ impl Daemon {
         })
     }
 
+    /// Binds the control socket (0600). A socket file left by a dead daemon is replaced: the
+    /// instance lock says no daemon runs.
+    fn bind(&mut self) -> Result<(), DaemonError> {
+        let sock = self.paths.socket();
+        std::fs::create_dir_all(&self.paths.run_dir)
+            .map_err(io_err(self.paths.run_dir.display()))?;
+        let _ = std::fs::remove_file(&sock);
+        let listener = UnixListener::bind(&sock).map_err(io_err(sock.display()))?;
+        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
+            .map_err(io_err(sock.display()))?;
+        listener
+            .set_nonblocking(true)
+            .map_err(io_err(sock.display()))?;
+        tracing::info!(socket = %sock.display(), "listening");
+        self.listener = Some(listener);
+        Ok(())
+    }
+
     /// Serves the control socket until `quit` (or SIGTERM/SIGINT, which set `stop`).
     pub fn serve(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
         let sock = self.paths.socket();
-        std::fs::create_dir_all(&self.paths.run_dir).map_err(io_err("run dir"))?;
-        let _ = std::fs::remove_file(&sock); // a stale socket of a dead daemon (checked at start)
-        let listener = UnixListener::bind(&sock).map_err(io_err(sock.display()))?;
-        std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o600))
-            .map_err(io_err("socket mode"))?;
-        listener.set_nonblocking(true).map_err(io_err("socket"))?;
-        tracing::info!(socket = %sock.display(), "listening");
+        if self.listener.is_none() {
+            self.bind()?;
+        }
+        let listener = self.listener.take().expect("bound");
         let result = loop {
             if stop.load(Ordering::Relaxed) {
                 break self.shutdown();
