@@ -1,5 +1,5 @@
 //! The `ntkplane` command: the daemon (`run`), its client commands, and `addr`.
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::atomic::AtomicBool};
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 use ntkplane::{
@@ -161,12 +161,6 @@ fn addr(a: AddrArgs) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
-}
-
 /// Random link-local 169.254.<0..254>.<0..254>, as qspnclient draws them.
 fn random_linklocal() -> Ipv4Addr {
     let mut b = [0u8; 2];
@@ -242,14 +236,7 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
         a.discard_state,
         init,
     )?;
-    for sig in [
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGINT,
-    ] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal)) }?;
-    }
-    d.serve(&STOP)?;
+    d.serve()?;
     Ok(())
 }
 

@@ -327,3 +327,88 @@ fn a_command_the_kernel_refuses_is_not_persisted() {
     d.start();
     assert!(routes_text(&sys.name, Some(251)).contains("10.0.0.22 via 169.254.94.223"));
 }
+
+fn socket(d: &Instance) -> std::path::PathBuf {
+    d.run_dir.join(format!("{}.sock", d.name))
+}
+
+/// `status` through the CLI, timed.
+fn timed_status(d: &Instance) -> Duration {
+    let t0 = Instant::now();
+    assert!(d.ok(&["status"]).contains("identities: 1"));
+    t0.elapsed()
+}
+
+/// Findings 1 and 8: a client that sends half a line, one that sends requests and never
+/// reads the replies, hold nobody up; one connection carries more than 1 MiB of requests;
+/// SIGTERM acts within a second whatever the clients do.
+#[test]
+fn no_client_stalls_the_control_plane() {
+    use std::io::{BufRead, BufReader, Write};
+    use std::os::unix::net::UnixStream;
+    require_root();
+    let (sys, _peer) = system();
+    let mut d = Instance::new(&sys);
+    d.start();
+
+    // Half a line, then silence.
+    let mut half = UnixStream::connect(socket(&d)).unwrap();
+    half.write_all(br#"{"command":"sta"#).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let t = timed_status(&d);
+    assert!(
+        t < Duration::from_secs(1),
+        "status took {t:?} behind a half-line client"
+    );
+
+    // Requests by the thousand, replies never read.
+    let mut deaf = UnixStream::connect(socket(&d)).unwrap();
+    deaf.set_nonblocking(true).unwrap();
+    let req = b"{\"command\":\"status\"}\n".repeat(2000);
+    let mut sent = 0;
+    let t0 = Instant::now();
+    while sent < req.len() && t0.elapsed() < Duration::from_secs(2) {
+        match deaf.write(&req[sent..]) {
+            Ok(n) => sent += n,
+            Err(_) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    let t = timed_status(&d);
+    assert!(
+        t < Duration::from_secs(1),
+        "status took {t:?} behind a deaf client"
+    );
+
+    // More than 1 MiB on one connection: three requests of 500 kB each (JSON whitespace).
+    let s = UnixStream::connect(socket(&d)).unwrap();
+    let mut w = s.try_clone().unwrap();
+    let mut r = BufReader::new(s);
+    let pad = " ".repeat(500_000);
+    for i in 0..3 {
+        writeln!(w, "{{\"command\":\"status\"}}{pad}").unwrap();
+        let mut line = String::new();
+        r.read_line(&mut line).unwrap();
+        assert!(line.contains("\"ok\":true"), "request {i}: {line}");
+    }
+
+    // SIGTERM with the half-line and deaf clients still connected.
+    let pid = d.child.as_ref().unwrap().id() as i32;
+    let t0 = Instant::now();
+    // SAFETY: signalling our own child.
+    assert_eq!(unsafe { libc::kill(pid, libc::SIGTERM) }, 0);
+    let mut child = d.child.take().unwrap();
+    let st = loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(1),
+            "SIGTERM not acted on within a second"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    assert!(st.success());
+    assert!(table(&sys, 251).is_empty(), "SIGTERM did not clean up");
+    drop((half, deaf));
+}

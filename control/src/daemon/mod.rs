@@ -6,19 +6,19 @@ pub mod lock;
 pub mod persist;
 pub mod proto;
 pub mod reply;
+pub mod server;
 
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::Read,
     os::unix::{fs::PermissionsExt, net::UnixListener},
     path::PathBuf,
-    sync::atomic::{AtomicBool, Ordering},
     time::{Duration, Instant, SystemTime, UNIX_EPOCH},
 };
 
 use std::{collections::BTreeSet, net::Ipv4Addr};
 
-use self::proto::{Request, Response, MAX_REQUEST};
+use self::proto::{Request, Response};
 use crate::{
     kernel::{
         in_netns,
@@ -1015,68 +1015,55 @@ impl Daemon {
         Ok(())
     }
 
-    /// Serves the control socket until `quit` (or SIGTERM/SIGINT, which set `stop`).
-    pub fn serve(&mut self, stop: &AtomicBool) -> Result<(), DaemonError> {
+    /// Serves the control socket until `quit`, SIGTERM or SIGINT (which shut down as `quit`
+    /// does). This thread is the single writer: it applies the requests one at a time, and
+    /// runs the bootstrap timer between them; the socket side runs on a thread of its own
+    /// ([`server`]), so no client can hold up another or the signals.
+    pub fn serve(&mut self) -> Result<(), DaemonError> {
         let sock = self.paths.socket();
         if self.listener.is_none() {
             self.bind()?;
         }
         let listener = self.listener.take().expect("bound");
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+        let io = std::thread::Builder::new()
+            .name("control".into())
+            .spawn(move || server::run(listener, tx, stop_rx))
+            .map_err(io_err("control thread"))?;
         let result = loop {
-            if stop.load(Ordering::Relaxed) {
-                break self.shutdown();
-            }
-            self.expire_bootstraps();
-            let stream = match listener.accept() {
-                Ok((s, _)) => s,
-                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                    std::thread::sleep(self.idle_wait());
-                    continue;
-                }
-                Err(e) => break Err(DaemonError::Io(format!("accept: {e}"))),
-            };
-            let _ = stream.set_nonblocking(false);
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut quit: Option<Result<(), DaemonError>> = None;
-            let mut writer = match stream.try_clone() {
-                Ok(w) => w,
-                Err(_) => continue,
-            };
-            let mut reader = BufReader::new(stream.take(MAX_REQUEST as u64 + 1));
-            let mut line = Vec::new();
-            while {
-                line.clear();
-                reader.read_until(b'\n', &mut line).unwrap_or(0) > 0
-            } {
-                let resp = if line.len() > MAX_REQUEST {
-                    Response::err(format!("request longer than {MAX_REQUEST} bytes"))
-                } else {
-                    match proto::decode(&line) {
-                        Ok(Request::Quit {}) => {
-                            let r = self.shutdown();
-                            let resp = match &r {
-                                Ok(()) => Response::ok(data(reply::Done {})),
-                                Err(e) => Response::err(e),
-                            };
-                            quit = Some(r);
-                            resp
-                        }
-                        Ok(req) => {
-                            tracing::info!(?req, "command");
-                            self.handle(&req)
-                        }
+            match rx.recv_timeout(self.idle_wait()) {
+                Ok(server::Msg::Request(Request::Quit {}, to)) => {
+                    tracing::info!("quit");
+                    let r = self.shutdown();
+                    let _ = to.send(match &r {
+                        Ok(()) => Response::ok(data(reply::Done {})),
                         Err(e) => Response::err(e),
-                    }
-                };
-                let _ = writeln!(writer, "{}", serde_json::to_string(&resp).unwrap());
-                if quit.is_some() || line.len() > MAX_REQUEST {
-                    break;
+                    });
+                    break r;
                 }
-            }
-            if let Some(r) = quit {
-                break r;
+                Ok(server::Msg::Request(req, to)) => {
+                    if !matches!(
+                        req,
+                        Request::Status {} | Request::ShowTables {} | Request::ShowIdentities {}
+                    ) {
+                        tracing::info!(?req, "command");
+                    }
+                    let resp = self.handle(&req);
+                    let _ = to.send(resp);
+                }
+                Ok(server::Msg::Stop(why)) => {
+                    tracing::info!("{why}: shutting down");
+                    break self.shutdown();
+                }
+                Err(std::sync::mpsc::RecvTimeoutError::Timeout) => self.expire_bootstraps(),
+                Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
+                    break Err(DaemonError::Io("the control thread ended".into()))
+                }
             }
         };
+        let _ = stop_tx.send(true);
+        let _ = io.join();
         let _ = std::fs::remove_file(&sock);
         result
     }
