@@ -600,6 +600,40 @@ impl Classifier {
         Ok(())
     }
 
+    /// Forgets the pinned links that are no longer attached to the interface of their name
+    /// (detached behind our back, or the interface deleted, maybe re-created): their pins
+    /// are removed, so that [`Classifier::attach`] attaches again. Returns their interfaces.
+    pub fn prune_dead_links(&mut self) -> Vec<String> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return vec![];
+        };
+        let netns = self.netns.clone();
+        let dead: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, a)| matches!(a, Attachment::Pinned(_)))
+            .map(|(i, _)| i.clone())
+            .filter(|iface| {
+                let pin = dir.join(format!("{LINK_PIN_PREFIX}{iface}"));
+                let on = pinned_link_ifindex(&pin).unwrap_or(0);
+                let name = iface.clone();
+                let now = netns
+                    .run(move || nix::net::if_::if_nametoindex(name.as_str()).unwrap_or(0))
+                    .unwrap_or(0);
+                on == 0 || on != now
+            })
+            .collect();
+        for iface in &dead {
+            self.links.remove(iface);
+            let _ = std::fs::remove_file(dir.join(format!("{LINK_PIN_PREFIX}{iface}")));
+            tracing::warn!(
+                iface,
+                "classifier link found dead (detached, or the interface re-created)"
+            );
+        }
+        dead
+    }
+
     /// Detaches from `iface`.
     pub fn detach(&mut self, iface: &str) -> Result<(), ClassifierError> {
         let attachment = self

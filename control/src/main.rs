@@ -75,6 +75,11 @@ struct RunArgs {
     /// g-node (qspn.md §13.2; the reference's 10000). For tests: a shorter wait.
     #[arg(long, default_value_t = ntkplane::system::BOOTSTRAP_TIMEOUT_MS, value_name = "MS")]
     bootstrap_timeout_ms: u64,
+    /// Seconds between two full resyncs of routes, rules and addresses with the model
+    /// (changes behind ntkplane's back are also repaired on rtnetlink events, and the nft
+    /// table and the classifier are checked every 2 s)
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    resync_interval: u64,
     /// Drop the persisted state of this instance and start afresh (a restart whose options
     /// differ from the persisted ones is refused without it)
     #[arg(long)]
@@ -236,6 +241,10 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
         a.discard_state,
         init,
     )?;
+    d.set_timing(ntkplane::daemon::Timing {
+        resync: std::time::Duration::from_secs(a.resync_interval.max(1)),
+        ..Default::default()
+    });
     d.serve()?;
     Ok(())
 }

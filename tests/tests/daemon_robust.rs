@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, udp_through, veth, End, Ns},
-    readback::{full_dump, links_in, routes_text, rules_text, sysctl_in, table},
+    readback::{addresses_text, full_dump, links_in, routes_text, rules_text, sysctl_in, table},
 };
 
 fn system() -> (Ns, Ns) {
@@ -411,4 +411,93 @@ fn no_client_stalls_the_control_plane() {
     assert!(st.success());
     assert!(table(&sys, 251).is_empty(), "SIGTERM did not clean up");
     drop((half, deaf));
+}
+
+/// Waits up to 5 s for `ok`; panics naming `what` otherwise.
+fn repaired_within_5s(what: &str, ok: impl Fn() -> bool) -> Duration {
+    let t0 = Instant::now();
+    while !ok() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(5),
+            "{what}: not repaired within 5 s"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    t0.elapsed()
+}
+
+/// Detaches the TCX link pinned at `pin` behind the daemon's back (`BPF_LINK_DETACH`).
+fn detach_pinned_link(pin: &std::path::Path) {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(pin.as_os_str().as_bytes()).unwrap();
+    let mut attr = [0u64; 3];
+    attr[0] = c.as_ptr() as u64;
+    // SAFETY: BPF_OBJ_GET (7) with a zeroed attr holding the path.
+    let fd = unsafe { libc::syscall(libc::SYS_bpf, 7, attr.as_ptr(), 24) };
+    assert!(fd >= 0, "BPF_OBJ_GET {}", std::io::Error::last_os_error());
+    let attr = [fd as u32, 0, 0, 0];
+    // SAFETY: BPF_LINK_DETACH (34) with the link's fd.
+    let r = unsafe { libc::syscall(libc::SYS_bpf, 34, attr.as_ptr(), 16) };
+    assert_eq!(r, 0, "BPF_LINK_DETACH {}", std::io::Error::last_os_error());
+    // SAFETY: our descriptor.
+    unsafe { libc::close(fd as i32) };
+}
+
+/// Finding 2: what a third party changes behind the daemon's back is repaired within 5 s
+/// with no command sent, and counted in `status`.
+#[test]
+fn drift_is_repaired_without_a_command() {
+    require_root();
+    let (sys, peer) = system();
+    let mut d = Instance::new(&sys);
+    d.start();
+    with_gamma(&d);
+    let status = |d: &Instance| d.json(&["status"]);
+    assert_eq!(status(&d)["dataplane_matches"], true, "{}", status(&d));
+    let t250 = table(&sys, 250);
+    let t251 = table(&sys, 251);
+    let rules = rules_text(&sys.name);
+    let nft = sys.sh("nft list table ip ntkplane");
+
+    sys.sh("ip rule del fwmark 0xfa");
+    repaired_within_5s("deleted rule", || rules_text(&sys.name) == rules);
+    sys.sh("ip route flush table 250");
+    repaired_within_5s("flushed table 250", || table(&sys, 250) == t250);
+    sys.sh("ip route flush table 251");
+    repaired_within_5s("flushed table 251", || table(&sys, 251) == t251);
+    sys.sh("ip addr del 10.0.0.23/32 dev eth1");
+    repaired_within_5s("deleted address", || {
+        addresses_text(&sys.name, Some("eth1")).contains("10.0.0.23/32")
+    });
+    sys.sh("nft delete table ip ntkplane");
+    repaired_within_5s("deleted nft table", || {
+        sys.try_sh("nft list table ip ntkplane").status.success()
+            && sys.sh("nft list table ip ntkplane") == nft
+    });
+    let chain = nft
+        .lines()
+        .find_map(|l| {
+            l.trim()
+                .strip_prefix("chain ")
+                .and_then(|c| c.split(' ').next())
+        })
+        .unwrap()
+        .to_string();
+    sys.sh(&format!("nft add rule ip ntkplane {chain} drop"));
+    repaired_within_5s("foreign drop rule", || {
+        !sys.sh("nft list table ip ntkplane").contains("drop")
+    });
+
+    // The classifier's TCX link detached: re-attached, and it counts again.
+    detach_pinned_link(&d.pins().join("default/link-eth1"));
+    repaired_within_5s("detached TCX link", || {
+        let before = gamma_packets(&d);
+        gamma_sends(&sys, &peer);
+        gamma_packets(&d) >= before + 10
+    });
+    let s = status(&d);
+    assert!(s["repairs"].as_u64().unwrap() >= 7, "{s}");
+    repaired_within_5s("status says the dataplane matches", || {
+        status(&d)["dataplane_matches"] == true
+    });
 }

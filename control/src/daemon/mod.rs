@@ -7,6 +7,7 @@ pub mod persist;
 pub mod proto;
 pub mod reply;
 pub mod server;
+pub mod watch;
 
 use std::{
     collections::BTreeMap,
@@ -210,6 +211,36 @@ pub struct Daemon {
     _locks: Vec<lock::Lock>,
     /// The control socket, bound at start (a start that cannot serve fails).
     listener: Option<UnixListener>,
+    /// Drift: watchers per namespace, what they reported, the repairs done, the namespaces
+    /// that could not be repaired (namespace → error), and the periodic checks' timing.
+    watchers: BTreeMap<Option<String>, watch::Watcher>,
+    drift_tx: Option<std::sync::mpsc::Sender<server::Msg>>,
+    dirty: BTreeSet<Option<String>>,
+    dirty_since: Option<Instant>,
+    repairs: u64,
+    failures: BTreeMap<String, String>,
+    timing: Timing,
+}
+
+/// How often the daemon looks for drift.
+#[derive(Clone, Copy, Debug)]
+pub struct Timing {
+    /// After an rtnetlink/nftables event, how long to wait for the burst to end.
+    pub debounce: Duration,
+    /// The cheap check (nft table, classifier links and entries).
+    pub check: Duration,
+    /// The full resync of routes, rules and addresses (BIRD's scan time).
+    pub resync: Duration,
+}
+
+impl Default for Timing {
+    fn default() -> Self {
+        Timing {
+            debounce: Duration::from_millis(100),
+            check: Duration::from_secs(2),
+            resync: Duration::from_secs(60),
+        }
+    }
 }
 
 impl Daemon {
@@ -277,6 +308,13 @@ impl Daemon {
             bootstrap_timeout_ms,
             _locks: locks,
             listener: None,
+            watchers: BTreeMap::new(),
+            drift_tx: None,
+            dirty: BTreeSet::new(),
+            dirty_since: None,
+            repairs: 0,
+            failures: BTreeMap::new(),
+            timing: Timing::default(),
         };
         let late = d
             .record_host_settings()
@@ -369,6 +407,11 @@ impl Daemon {
             Err(lock::LockError::Io(e)) => return Err(DaemonError::Io(format!("lock: {e}"))),
         };
         Ok(vec![inst, owner])
+    }
+
+    /// Sets how often drift is looked for (`run --resync-interval`).
+    pub fn set_timing(&mut self, t: Timing) {
+        self.timing = t;
     }
 
     fn netns_of(&self, ns: &Option<String>) -> Netns {
@@ -496,9 +539,10 @@ impl Daemon {
     /// old identity is ready before the new one takes over, M4 before M6), then `pause`
     /// (M5: the neighbours move their routes to the old identity's new link-local), then the
     /// namespaces that already existed, then the ones no identity uses any more.
-    fn reconcile_with(&mut self, pause: Option<Duration>) -> Result<(), DaemonError> {
+    /// The desired content of every namespace, the rt_tables names gathered in the
+    /// default namespace's (one rt_tables file per system).
+    fn desired_all(&self) -> Result<BTreeMap<Option<String>, crate::kernel::Desired>, DaemonError> {
         let mut desired = self.system.desired()?;
-        // One rt_tables file per system: the default namespace's reconciler publishes every name.
         let names: BTreeMap<u32, String> = desired
             .values()
             .flat_map(|d| d.table_names.clone())
@@ -506,6 +550,89 @@ impl Daemon {
         if let Some(d) = desired.get_mut(&None) {
             d.table_names = names;
         }
+        Ok(desired)
+    }
+
+    /// Brings the namespaces `which` back to the model: `full` observes everything (as after
+    /// an rtnetlink event, or at the periodic resync), else only what sends no event
+    /// ([`Reconciler::check_cheap`]). Each repair is logged at `warn` and counted; a
+    /// namespace that cannot be repaired is reported in `status` and tried again next time.
+    fn repair(&mut self, which: &BTreeSet<Option<String>>, full: bool) {
+        let desired = match self.desired_all() {
+            Ok(d) => d,
+            Err(e) => {
+                tracing::error!("repair: {e}");
+                return;
+            }
+        };
+        for ns in which {
+            let (Some(r), Some(d)) = (self.reconcilers.get_mut(ns), desired.get(ns)) else {
+                continue;
+            };
+            let name = ns.clone().unwrap_or_else(|| "default".into());
+            let result = if full { r.apply(d) } else { r.check_cheap(d) };
+            match result {
+                Ok(rep) => {
+                    for op in &rep.ops {
+                        tracing::warn!(
+                            netns = name,
+                            ?op,
+                            "repaired: changed behind ntkplane's back"
+                        );
+                    }
+                    if rep.attached + rep.detached + rep.sysctls + rep.links_up > 0 {
+                        tracing::warn!(
+                            netns = name,
+                            attached = rep.attached,
+                            dead_links = rep.detached,
+                            sysctls = rep.sysctls,
+                            links_up = rep.links_up,
+                            "repaired: classifier links, sysctls or link state"
+                        );
+                    }
+                    self.repairs += rep.total() as u64;
+                    self.failures.remove(&name);
+                }
+                Err(e) => {
+                    tracing::error!(
+                        netns = name,
+                        "repair failed (retried at the next check): {e}"
+                    );
+                    self.failures.insert(name, e.to_string());
+                }
+            }
+        }
+    }
+
+    /// One watcher per owned namespace (started and stopped as namespaces come and go).
+    fn sync_watchers(&mut self) {
+        let Some(tx) = self.drift_tx.clone() else {
+            return;
+        };
+        self.watchers
+            .retain(|ns, _| self.reconcilers.contains_key(ns));
+        let missing: Vec<Option<String>> = self
+            .reconcilers
+            .keys()
+            .filter(|k| !self.watchers.contains_key(*k))
+            .cloned()
+            .collect();
+        for ns in missing {
+            let tx = tx.clone();
+            let key = ns.clone();
+            match watch::watch(self.netns_of(&ns), move || {
+                tx.send(server::Msg::Drift(key.clone())).is_ok()
+            }) {
+                Ok(w) => {
+                    self.watchers.insert(ns, w);
+                }
+                Err(e) => tracing::error!("{e}"),
+            }
+        }
+    }
+
+    fn reconcile_with(&mut self, pause: Option<Duration>) -> Result<(), DaemonError> {
+        let desired = self.desired_all()?;
         let fresh: Vec<Option<String>> = desired
             .keys()
             .filter(|k| !self.reconcilers.contains_key(*k))
@@ -972,8 +1099,31 @@ impl Daemon {
         Response::ok(data(out))
     }
 
-    fn status(&self) -> serde_json::Value {
+    fn status(&mut self) -> serde_json::Value {
+        let mut drift = 0;
+        let mut failures = self.failures.clone();
+        match self.desired_all() {
+            Ok(desired) => {
+                for (ns, d) in &desired {
+                    let name = ns.clone().unwrap_or_else(|| "default".into());
+                    match self.reconcilers.get_mut(ns).map(|r| r.drift(d)) {
+                        Some(Ok(n)) => drift += n,
+                        Some(Err(e)) => {
+                            failures.insert(name, e.to_string());
+                        }
+                        None => drift += 1,
+                    }
+                }
+            }
+            Err(e) => {
+                failures.insert("model".into(), e.to_string());
+            }
+        }
         data(reply::Status {
+            dataplane_matches: drift == 0 && failures.is_empty(),
+            drift,
+            repairs: self.repairs,
+            failures,
             instance: self.paths.instance.clone(),
             topology: self.system.config.topology.clone(),
             identities: self.system.identities.len(),
@@ -1029,12 +1179,29 @@ impl Daemon {
         let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
         let io = std::thread::Builder::new()
             .name("control".into())
-            .spawn(move || server::run(listener, tx, stop_rx))
+            .spawn({
+                let tx = tx.clone();
+                move || server::run(listener, tx, stop_rx)
+            })
             .map_err(io_err("control thread"))?;
+        self.drift_tx = Some(tx.clone());
+        drop(tx);
+        self.sync_watchers();
+        let mut last_check = Instant::now();
+        let mut last_resync = Instant::now();
         let result = loop {
-            match rx.recv_timeout(self.idle_wait()) {
+            let now = Instant::now();
+            let mut wait = self
+                .idle_wait()
+                .min((last_check + self.timing.check).saturating_duration_since(now))
+                .min((last_resync + self.timing.resync).saturating_duration_since(now));
+            if let Some(t) = self.dirty_since {
+                wait = wait.min((t + self.timing.debounce).saturating_duration_since(now));
+            }
+            match rx.recv_timeout(wait) {
                 Ok(server::Msg::Request(Request::Quit {}, to)) => {
                     tracing::info!("quit");
+                    self.watchers.clear();
                     let r = self.shutdown();
                     let _ = to.send(match &r {
                         Ok(()) => Response::ok(data(reply::Done {})),
@@ -1051,9 +1218,15 @@ impl Daemon {
                     }
                     let resp = self.handle(&req);
                     let _ = to.send(resp);
+                    self.sync_watchers();
+                }
+                Ok(server::Msg::Drift(ns)) => {
+                    self.dirty.insert(ns);
+                    self.dirty_since.get_or_insert_with(Instant::now);
                 }
                 Ok(server::Msg::Stop(why)) => {
                     tracing::info!("{why}: shutting down");
+                    self.watchers.clear();
                     break self.shutdown();
                 }
                 Err(std::sync::mpsc::RecvTimeoutError::Timeout) => self.expire_bootstraps(),
@@ -1061,7 +1234,30 @@ impl Daemon {
                     break Err(DaemonError::Io("the control thread ended".into()))
                 }
             }
+            let now = Instant::now();
+            if now >= last_resync + self.timing.resync {
+                let all: BTreeSet<_> = self.reconcilers.keys().cloned().collect();
+                self.repair(&all, true);
+                last_resync = now;
+                last_check = now;
+                self.dirty.clear();
+                self.dirty_since = None;
+            }
+            if self
+                .dirty_since
+                .is_some_and(|t| now >= t + self.timing.debounce)
+            {
+                let which = std::mem::take(&mut self.dirty);
+                self.dirty_since = None;
+                self.repair(&which, true);
+            }
+            if now >= last_check + self.timing.check {
+                let all: BTreeSet<_> = self.reconcilers.keys().cloned().collect();
+                self.repair(&all, false);
+                last_check = now;
+            }
         };
+        self.drift_tx = None;
         let _ = stop_tx.send(true);
         let _ = io.join();
         let _ = std::fs::remove_file(&sock);

@@ -111,6 +111,18 @@ pub struct TableRow {
 /// `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// The kernel holds exactly what the model wants, and nothing failed.
+    #[serde(default)]
+    pub dataplane_matches: bool,
+    /// Operations that would bring the kernel to the model now (0 when it matches).
+    #[serde(default)]
+    pub drift: usize,
+    /// Kernel operations done to repair changes made behind ntkplane's back.
+    #[serde(default)]
+    pub repairs: u64,
+    /// Namespaces that could not be brought to the model, with the error (retried).
+    #[serde(default)]
+    pub failures: BTreeMap<String, String>,
     pub instance: String,
     pub topology: String,
     pub identities: usize,

@@ -28,6 +28,8 @@ pub enum Msg {
     Request(Request, oneshot::Sender<Response>),
     /// SIGTERM/SIGINT: shut down as `quit` does.
     Stop(&'static str),
+    /// Something changed in this namespace (a watcher saw a netlink event).
+    Drift(Option<String>),
 }
 
 enum Line {

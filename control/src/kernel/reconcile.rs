@@ -79,6 +79,8 @@ pub struct Reconciler {
     classifier: Classifier,
     rt_tables: Option<PathBuf>,
     last: Option<KernelState>,
+    /// Rules in ntkplane's nft table that are not ntkplane's (seen by the last observation).
+    foreign_nft: usize,
 }
 
 impl Reconciler {
@@ -94,6 +96,7 @@ impl Reconciler {
             classifier,
             rt_tables,
             last: None,
+            foreign_nft: 0,
         })
     }
 
@@ -112,6 +115,7 @@ impl Reconciler {
             classifier,
             rt_tables,
             last: None,
+            foreign_nft: 0,
         })
     }
 
@@ -124,19 +128,24 @@ impl Reconciler {
     }
 
     /// What ntkplane currently has in the namespace.
-    pub fn observe(&self) -> Result<KernelState, KernelError> {
-        let mut k = in_netns(&self.netns, |rt| {
+    pub fn observe(&mut self) -> Result<KernelState, KernelError> {
+        let (mut k, foreign) = in_netns(&self.netns, |rt| {
             rt.block_on(async {
                 let r = Rtnl::connect().await?;
-                Ok::<_, KernelError>(KernelState {
-                    addresses: r.addresses().await?.into_iter().collect(),
-                    routes: r.routes().await?.into_iter().collect(),
-                    rules: r.rules().await?.into_iter().map(|(r, _)| r).collect(),
-                    nat: nft::observe()?,
-                    ..Default::default()
-                })
+                let nft = nft::observe_full()?;
+                Ok::<_, KernelError>((
+                    KernelState {
+                        addresses: r.addresses().await?.into_iter().collect(),
+                        routes: r.routes().await?.into_iter().collect(),
+                        rules: r.rules().await?.into_iter().map(|(r, _)| r).collect(),
+                        nat: nft.as_ref().map(|o| o.nat.clone()).unwrap_or_default(),
+                        ..Default::default()
+                    },
+                    nft.map_or(0, |o| o.foreign),
+                ))
             })
         })??;
+        self.foreign_nft = foreign;
         k.marks = self
             .classifier
             .entries()?
@@ -182,7 +191,8 @@ impl Reconciler {
         report.sysctls = sysctls;
         report.links_up = ups;
 
-        // The classifier on exactly the managed interfaces.
+        // The classifier on exactly the managed interfaces (dead links forgotten first).
+        report.detached += self.classifier.prune_dead_links().len();
         let want: BTreeSet<&str> = desired.interfaces.iter().map(String::as_str).collect();
         let have: Vec<String> = self.classifier.attached().map(str::to_string).collect();
         for i in have.iter().filter(|i| !want.contains(i.as_str())) {
@@ -197,7 +207,11 @@ impl Reconciler {
         }
 
         let observed = self.observe()?;
-        let ops = diff(&desired.state, &observed);
+        let mut ops = diff(&desired.state, &observed);
+        if self.foreign_nft > 0 && !ops.iter().any(|o| matches!(o, Op::SetNat(_))) {
+            tracing::warn!(netns = ?self.netns, rules = self.foreign_nft, "foreign rules in ntkplane's nft table: rebuilding it");
+            ops.push(Op::SetNat(desired.state.nat.clone()));
+        }
         if !ops.is_empty() && self.last.as_ref() == Some(&desired.state) {
             tracing::warn!(netns = ?self.netns, ops = ops.len(), "state changed behind ntkplane's back: repairing");
         }
@@ -212,8 +226,56 @@ impl Reconciler {
         }
         self.last = Some(desired.state.clone());
         report.ops = ops;
-        tracing::info!(netns = ?self.netns, ops = report.total(), "applied");
+        if report.total() > 0 {
+            tracing::info!(netns = ?self.netns, ops = report.total(), "applied");
+        }
         Ok(report)
+    }
+
+    /// The cheap check, for what sends no rtnetlink event: the classifier's links (alive,
+    /// on the current interface) and map entries, and ntkplane's nft table (content and
+    /// foreign rules). Repairs what differs; routes, rules and addresses are left to the
+    /// events and the full resync ([`Reconciler::apply`]).
+    pub fn check_cheap(&mut self, desired: &Desired) -> Result<Report, KernelError> {
+        let mut report = Report::default();
+        report.detached += self.classifier.prune_dead_links().len();
+        let have: Vec<String> = self.classifier.attached().map(str::to_string).collect();
+        for i in &desired.interfaces {
+            if !have.contains(i) {
+                self.classifier.attach(i)?;
+                report.attached += 1;
+            }
+        }
+        let nft = in_netns(&self.netns, |_| nft::observe_full())??;
+        self.foreign_nft = nft.as_ref().map_or(0, |o| o.foreign);
+        let mut observed = desired.state.clone();
+        observed.nat = nft.map(|o| o.nat).unwrap_or_default();
+        observed.marks = self
+            .classifier
+            .entries()?
+            .into_iter()
+            .map(|(mac, e)| (mac, e.mark))
+            .collect();
+        let mut ops = diff(&desired.state, &observed);
+        if self.foreign_nft > 0 && !ops.iter().any(|o| matches!(o, Op::SetNat(_))) {
+            ops.push(Op::SetNat(desired.state.nat.clone()));
+        }
+        self.execute(&ops)?;
+        report.ops = ops;
+        Ok(report)
+    }
+
+    /// How many operations would bring the namespace to `desired` (0: it matches).
+    pub fn drift(&mut self, desired: &Desired) -> Result<usize, KernelError> {
+        let observed = self.observe()?;
+        let mut n = diff(&desired.state, &observed).len() + (self.foreign_nft > 0) as usize;
+        let have: Vec<String> = self.classifier.attached().map(str::to_string).collect();
+        n += desired
+            .interfaces
+            .iter()
+            .filter(|i| !have.contains(i))
+            .count();
+        Ok(n)
     }
 
     fn execute(&mut self, ops: &[Op]) -> Result<(), KernelError> {
