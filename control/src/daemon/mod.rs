@@ -807,122 +807,7 @@ impl Daemon {
     pub fn handle(&mut self, req: &Request) -> Response {
         self.expire_bootstraps();
         let now_ms = self.clock.now_ms();
-        let mut next = self.system.clone();
-        let result: Result<serde_json::Value, crate::system::SystemError> = match req {
-            Request::AddIdentityArc {
-                identity,
-                nic,
-                peer_mac,
-                peer_linklocal,
-            } => next
-                .add_identity_arc(*identity, nic, *peer_mac, *peer_linklocal)
-                .map(|arc| data(reply::ArcAdded { arc })),
-            Request::AddQspnArc {
-                identity,
-                nic,
-                peer_mac,
-            } => next
-                .add_qspn_arc(*identity, nic, *peer_mac)
-                .map(|t| data(reply::QspnArcAdded { table: t, mark: t })),
-            Request::SetNeighbour {
-                identity,
-                arc,
-                address,
-            } => next
-                .set_neighbour(*identity, *arc, address)
-                .map(|_| data(reply::Done {})),
-            Request::SetPaths {
-                identity,
-                dest,
-                paths,
-            } => next
-                .set_paths(*identity, *dest, paths.0.clone())
-                .map(|_| data(reply::Done {})),
-            Request::RemovePaths { identity, dest } => next
-                .set_paths(*identity, *dest, vec![])
-                .map(|_| data(reply::Done {})),
-            Request::RemoveArc { identity, arc } => next
-                .remove_arc(*identity, *arc)
-                .map(|_| data(reply::Done {})),
-            Request::Etp { identity, feed } => {
-                let nb: Vec<(u32, String)> = feed
-                    .neighbours
-                    .iter()
-                    .map(|n| (n.arc, n.address.clone()))
-                    .collect();
-                let ps: Vec<_> = feed
-                    .paths
-                    .iter()
-                    .map(|d| (d.dest, d.paths.clone()))
-                    .collect();
-                next.etp(*identity, &nb, &ps).map(|_| data(reply::Done {}))
-            }
-            Request::PrepareEnterNetPhase1 {
-                args,
-                arcs,
-                op_id,
-                prev_op_id,
-                pseudo,
-            } => {
-                let p = self.with_pseudo(args.to_prepare(
-                    OpKind::Enter,
-                    arcs.0.clone(),
-                    *prev_op_id,
-                    pseudo,
-                ));
-                next.prepare(*op_id, p.clone())
-                    .map(|_| data(reply::Prepared { pseudo: p.pseudo }))
-            }
-            Request::PrepareMigratePhase1 {
-                args,
-                op_id,
-                prev_op_id,
-                pseudo,
-            } => {
-                let p =
-                    self.with_pseudo(args.to_prepare(OpKind::Migrate, vec![], *prev_op_id, pseudo));
-                next.prepare(*op_id, p.clone())
-                    .map(|_| data(reply::Prepared { pseudo: p.pseudo }))
-            }
-            Request::EnterNetPhase1 {
-                identity,
-                op_id,
-                internal,
-            }
-            | Request::MigratePhase1 {
-                identity,
-                op_id,
-                internal,
-            } => {
-                let kind = if matches!(req, Request::EnterNetPhase1 { .. }) {
-                    OpKind::Enter
-                } else {
-                    OpKind::Migrate
-                };
-                let moved: Vec<PeerMoved> = internal.iter().map(|m| m.0).collect();
-                next.phase_1(kind, *identity, *op_id, &moved, now_ms)
-                    .map(|identity| data(reply::IdentityIndex { identity }))
-            }
-            Request::EnterNetPhase2 { identity, op_id } => next
-                .phase_2(OpKind::Enter, *identity, *op_id)
-                .map(|identity| data(reply::IdentityIndex { identity })),
-            Request::MigratePhase2 { identity, op_id } => next
-                .phase_2(OpKind::Migrate, *identity, *op_id)
-                .map(|identity| data(reply::IdentityIndex { identity })),
-            Request::NeighbourMigrated {
-                identity,
-                arc,
-                peer_mac,
-                peer_linklocal,
-            } => next
-                .neighbour_migrated(*identity, *arc, *peer_mac, *peer_linklocal)
-                .map(|arc| data(reply::ArcAdded { arc })),
-            Request::RemoveOuterArcs { identity } => next
-                .remove_outer_arcs(*identity)
-                .map(|removed_arcs| data(reply::ArcsRemoved { removed_arcs })),
-            Request::RemoveIdentity { identity } => next
-                .dismiss(*identity)
-                .map(|removed_identities| data(reply::IdentitiesRemoved { removed_identities })),
+        match req {
             Request::CheckConnectivity { identity } => {
                 return match self.system.check_connectivity(*identity) {
                     Ok(c) => Response::ok(data(reply::Connectivity {
@@ -948,7 +833,11 @@ impl Daemon {
             Request::ShowTables {} => return self.show_tables(),
             Request::Status {} => return Response::ok(self.status()),
             Request::Quit {} => return Response::ok(data(reply::Done {})),
-        };
+            _ => {}
+        }
+        let mut next = self.system.clone();
+        let result = model_step(&self.system, &mut next, req, now_ms)
+            .expect("every other request changes the model");
         let data = match result.and_then(|d| next.desired().map(|_| d)) {
             Ok(d) => d,
             Err(e) => return Response::err(e),
@@ -996,41 +885,6 @@ impl Daemon {
         self.system = next;
         tracing::info!(?gone, "identities dismissed");
         self.reconcile()
-    }
-
-    /// Fills in the pseudo-interfaces not given: a random locally administered MAC and a
-    /// random link-local not used by this system.
-    fn with_pseudo(&self, mut p: Prepare) -> Prepare {
-        let Ok(old) = self.system.identity(p.old) else {
-            return p; // prepare() names the unknown identity
-        };
-        let mut used: BTreeSet<Ipv4Addr> = self
-            .system
-            .identities
-            .values()
-            .flat_map(|i| i.handled.iter().map(|h| h.linklocal))
-            .chain(
-                self.system
-                    .ops
-                    .values()
-                    .flat_map(|o| o.prepare.pseudo.values().map(|(_, l)| *l)),
-            )
-            .collect();
-        for h in &old.handled {
-            p.pseudo.entry(h.nic.clone()).or_insert_with(|| {
-                let ll = loop {
-                    let [a, b] = random_bytes::<2>();
-                    let ll = Ipv4Addr::new(169, 254, 1 + a % 254, 1 + b % 254);
-                    if used.insert(ll) {
-                        break ll;
-                    }
-                };
-                let mut m = random_bytes::<6>();
-                m[0] = (m[0] & 0xfc) | 0x02; // unicast, locally administered
-                (MacAddr(m), ll)
-            });
-        }
-        p
     }
 
     fn show_identities(&self) -> serde_json::Value {
@@ -1263,6 +1117,173 @@ impl Daemon {
         let _ = std::fs::remove_file(&sock);
         result
     }
+}
+
+/// What a request that changes the model does to it: `next` (a copy of `system`) is changed,
+/// and the reply's data returned; `None` for the requests that only read (and `quit`). Pure:
+/// no kernel, no disk (the fuzz target drives it).
+pub fn model_step(
+    system: &System,
+    next: &mut System,
+    req: &Request,
+    now_ms: u64,
+) -> Option<Result<serde_json::Value, crate::system::SystemError>> {
+    Some(match req {
+        Request::AddIdentityArc {
+            identity,
+            nic,
+            peer_mac,
+            peer_linklocal,
+        } => next
+            .add_identity_arc(*identity, nic, *peer_mac, *peer_linklocal)
+            .map(|arc| data(reply::ArcAdded { arc })),
+        Request::AddQspnArc {
+            identity,
+            nic,
+            peer_mac,
+        } => next
+            .add_qspn_arc(*identity, nic, *peer_mac)
+            .map(|t| data(reply::QspnArcAdded { table: t, mark: t })),
+        Request::SetNeighbour {
+            identity,
+            arc,
+            address,
+        } => next
+            .set_neighbour(*identity, *arc, address)
+            .map(|_| data(reply::Done {})),
+        Request::SetPaths {
+            identity,
+            dest,
+            paths,
+        } => next
+            .set_paths(*identity, *dest, paths.0.clone())
+            .map(|_| data(reply::Done {})),
+        Request::RemovePaths { identity, dest } => next
+            .set_paths(*identity, *dest, vec![])
+            .map(|_| data(reply::Done {})),
+        Request::RemoveArc { identity, arc } => next
+            .remove_arc(*identity, *arc)
+            .map(|_| data(reply::Done {})),
+        Request::Etp { identity, feed } => {
+            let nb: Vec<(u32, String)> = feed
+                .neighbours
+                .iter()
+                .map(|n| (n.arc, n.address.clone()))
+                .collect();
+            let ps: Vec<_> = feed
+                .paths
+                .iter()
+                .map(|d| (d.dest, d.paths.clone()))
+                .collect();
+            next.etp(*identity, &nb, &ps).map(|_| data(reply::Done {}))
+        }
+        Request::PrepareEnterNetPhase1 {
+            args,
+            arcs,
+            op_id,
+            prev_op_id,
+            pseudo,
+        } => {
+            let p = with_pseudo(
+                system,
+                args.to_prepare(OpKind::Enter, arcs.0.clone(), *prev_op_id, pseudo),
+            );
+            next.prepare(*op_id, p.clone())
+                .map(|_| data(reply::Prepared { pseudo: p.pseudo }))
+        }
+        Request::PrepareMigratePhase1 {
+            args,
+            op_id,
+            prev_op_id,
+            pseudo,
+        } => {
+            let p = with_pseudo(
+                system,
+                args.to_prepare(OpKind::Migrate, vec![], *prev_op_id, pseudo),
+            );
+            next.prepare(*op_id, p.clone())
+                .map(|_| data(reply::Prepared { pseudo: p.pseudo }))
+        }
+        Request::EnterNetPhase1 {
+            identity,
+            op_id,
+            internal,
+        }
+        | Request::MigratePhase1 {
+            identity,
+            op_id,
+            internal,
+        } => {
+            let kind = if matches!(req, Request::EnterNetPhase1 { .. }) {
+                OpKind::Enter
+            } else {
+                OpKind::Migrate
+            };
+            let moved: Vec<PeerMoved> = internal.iter().map(|m| m.0).collect();
+            next.phase_1(kind, *identity, *op_id, &moved, now_ms)
+                .map(|identity| data(reply::IdentityIndex { identity }))
+        }
+        Request::EnterNetPhase2 { identity, op_id } => next
+            .phase_2(OpKind::Enter, *identity, *op_id)
+            .map(|identity| data(reply::IdentityIndex { identity })),
+        Request::MigratePhase2 { identity, op_id } => next
+            .phase_2(OpKind::Migrate, *identity, *op_id)
+            .map(|identity| data(reply::IdentityIndex { identity })),
+        Request::NeighbourMigrated {
+            identity,
+            arc,
+            peer_mac,
+            peer_linklocal,
+        } => next
+            .neighbour_migrated(*identity, *arc, *peer_mac, *peer_linklocal)
+            .map(|arc| data(reply::ArcAdded { arc })),
+        Request::RemoveOuterArcs { identity } => next
+            .remove_outer_arcs(*identity)
+            .map(|removed_arcs| data(reply::ArcsRemoved { removed_arcs })),
+        Request::RemoveIdentity { identity } => next
+            .dismiss(*identity)
+            .map(|removed_identities| data(reply::IdentitiesRemoved { removed_identities })),
+        Request::CheckConnectivity { .. }
+        | Request::ShowIdentities {}
+        | Request::ShowArcs { .. }
+        | Request::ShowTables {}
+        | Request::Status {}
+        | Request::Quit {} => return None,
+    })
+}
+
+/// Fills in the pseudo-interfaces not given: a random locally administered MAC and a
+/// random link-local not used by this system.
+fn with_pseudo(system: &System, mut p: Prepare) -> Prepare {
+    let Ok(old) = system.identity(p.old) else {
+        return p; // prepare() names the unknown identity
+    };
+    let mut used: BTreeSet<Ipv4Addr> = system
+        .identities
+        .values()
+        .flat_map(|i| i.handled.iter().map(|h| h.linklocal))
+        .chain(
+            system
+                .ops
+                .values()
+                .flat_map(|o| o.prepare.pseudo.values().map(|(_, l)| *l)),
+        )
+        .collect();
+    for h in &old.handled {
+        p.pseudo.entry(h.nic.clone()).or_insert_with(|| {
+            let ll = loop {
+                let [a, b] = random_bytes::<2>();
+                let ll = Ipv4Addr::new(169, 254, 1 + a % 254, 1 + b % 254);
+                if used.insert(ll) {
+                    break ll;
+                }
+            };
+            let mut m = random_bytes::<6>();
+            m[0] = (m[0] & 0xfc) | 0x02; // unicast, locally administered
+            (MacAddr(m), ll)
+        });
+    }
+    p
 }
 
 /// A reply's `data`: every reply type serializes.
