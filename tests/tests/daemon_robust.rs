@@ -6,7 +6,10 @@ use std::time::{Duration, Instant};
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, udp_through, veth, End, Ns},
-    readback::{addresses_text, full_dump, links_in, routes_text, rules_text, sysctl_in, table},
+    readback::{
+        addresses_text, full_dump, links_in, pinned_marks, routes_text, rules_text, sysctl_in,
+        table,
+    },
 };
 
 fn system() -> (Ns, Ns) {
@@ -487,6 +490,20 @@ fn drift_is_repaired_without_a_command() {
     repaired_within_5s("foreign drop rule", || {
         !sys.sh("nft list table ip ntkplane").contains("drop")
     });
+
+    // γ's entry deleted from the classifier's map: put back.
+    {
+        use aya::maps::{HashMap, Map, MapData};
+        use ntkplane_common::{MacKey, NeighbourEntry};
+        let pin = d.pins().join("default/NTK_NEIGHBOURS");
+        let mut m: HashMap<MapData, MacKey, NeighbourEntry> =
+            HashMap::try_from(Map::from_map_data(MapData::from_pin(&pin).unwrap()).unwrap())
+                .unwrap();
+        let mac: ntkplane::mac::MacAddr = GAMMA.parse().unwrap();
+        m.remove(&MacKey::new(mac.0)).unwrap();
+    }
+    let marks = || pinned_marks(&d.pins().join("default"));
+    repaired_within_5s("deleted map entry", || marks().len() == 1);
 
     // The classifier's TCX link detached: re-attached, and it counts again.
     detach_pinned_link(&d.pins().join("default/link-eth1"));
