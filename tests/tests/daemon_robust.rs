@@ -517,4 +517,9 @@ fn drift_is_repaired_without_a_command() {
     repaired_within_5s("status says the dataplane matches", || {
         status(&d)["dataplane_matches"] == true
     });
+    // show-tables puts the kernel next to the model.
+    for row in d.json(&["show-tables"]).as_array().unwrap() {
+        assert_eq!(row["kernel_routes"], row["routes"], "{row}");
+        assert_eq!(row["kernel_rule"], row["rule"], "{row}");
+    }
 }

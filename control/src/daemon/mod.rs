@@ -925,13 +925,16 @@ impl Daemon {
         data(rows)
     }
 
-    fn show_tables(&self) -> Response {
+    /// Each table as desired, next to what the kernel holds (routes in it, its rule): a
+    /// difference is drift the daemon has not repaired yet, or could not.
+    fn show_tables(&mut self) -> Response {
         let desired = match self.system.desired() {
             Ok(d) => d,
             Err(e) => return Response::err(e),
         };
         let mut out = Vec::new();
         for (ns, d) in &desired {
+            let observed = self.reconcilers.get_mut(ns).and_then(|r| r.observe().ok());
             let counters = self.reconcilers.get(ns).map(|r| r.classifier());
             for (id, name) in &d.table_names {
                 let routes = d.state.routes.keys().filter(|(t, _)| t == id).count();
@@ -946,6 +949,12 @@ impl Daemon {
                     name: name.clone(),
                     routes,
                     rule: d.state.rules.iter().any(|r| r.table == *id),
+                    kernel_routes: observed
+                        .as_ref()
+                        .map(|k| k.routes.keys().filter(|(t, _)| t == id).count()),
+                    kernel_rule: observed
+                        .as_ref()
+                        .map(|k| k.rules.iter().any(|r| r.table == *id)),
                     packets,
                 });
             }

@@ -104,6 +104,12 @@ pub struct TableRow {
     pub name: String,
     pub routes: usize,
     pub rule: bool,
+    /// What the kernel holds: routes in the table and whether its rule is there (`None`
+    /// when the namespace could not be read).
+    #[serde(default)]
+    pub kernel_routes: Option<usize>,
+    #[serde(default)]
+    pub kernel_rule: Option<bool>,
     /// Packets the classifier counted from this neighbour (`None` for `ntk`).
     pub packets: Option<u64>,
 }
