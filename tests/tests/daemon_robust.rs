@@ -523,3 +523,34 @@ fn drift_is_repaired_without_a_command() {
         assert_eq!(row["kernel_rule"], row["rule"], "{row}");
     }
 }
+
+/// Finding 4's restart half and "failures never wedge": a restart whose state the kernel
+/// partly refuses (γ's gateway unreachable: the `main` rule removed and table 251 flushed
+/// while no daemon ran) still starts, installs everything else, reports the failure, and
+/// installs the rest once the kernel allows it, with no command.
+#[test]
+fn a_restart_the_kernel_partly_refuses_still_starts_and_retries() {
+    require_root();
+    let (sys, _peer) = system();
+    let mut d = Instance::new(&sys);
+    let mut opts = ntkplane_integration::daemon::REFERENCE.to_vec();
+    opts.extend(["--resync-interval", "1"]);
+    d.start_with(&opts);
+    with_gamma(&d);
+    let t251 = table(&sys, 251);
+    d.kill9();
+    sys.sh("ip rule del pref 32766 && ip route flush table 251");
+    d.start_with(&opts);
+    let s = d.json(&["status"]);
+    assert_eq!(s["dataplane_matches"], false, "{s}");
+    assert!(s["failures"]["start"].is_string(), "{s}");
+    let now = routes_text(&sys.name, Some(251));
+    assert!(
+        now.contains("unreachable") && !now.contains("10.0.0.22 via"),
+        "the installable routes are missing: {now}"
+    );
+    sys.sh("ip rule add pref 32766 lookup main");
+    repaired_within_5s("refused routes once the kernel allows them", || {
+        table(&sys, 251) == t251 && d.json(&["status"])["dataplane_matches"] == true
+    });
+}

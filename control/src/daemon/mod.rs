@@ -316,11 +316,20 @@ impl Daemon {
             failures: BTreeMap::new(),
             timing: Timing::default(),
         };
-        let late = d
-            .record_host_settings()
-            .and_then(|()| d.reconcile())
-            .and_then(|()| d.finish_dismissals())
-            .and_then(|()| d.bind());
+        let late = d.record_host_settings().and_then(|()| {
+            match d.reconcile().and_then(|()| d.finish_dismissals()) {
+                // A restart whose state the kernel partly refuses still starts: what could
+                // be installed is, the rest is reported in `status` and retried at every
+                // resync (a restart must never be wedged by one object).
+                Err(DaemonError::Kernel(e)) if !fresh => {
+                    tracing::error!("restart: the kernel refused part of the state (retried at the next resync): {e}");
+                    d.failures.insert("start".into(), e.to_string());
+                    Ok(())
+                }
+                other => other,
+            }
+        });
+        let late = late.and_then(|()| d.bind());
         if let Err(e) = late {
             if !fresh {
                 // The state and the kernel are the previous run's: kept for the next start.
@@ -1099,6 +1108,18 @@ impl Daemon {
             }
             let now = Instant::now();
             if now >= last_resync + self.timing.resync {
+                if self.failures.contains_key("start") {
+                    match self.reconcile().and_then(|()| self.finish_dismissals()) {
+                        Ok(()) => {
+                            tracing::warn!("resync: the state refused at restart is now installed");
+                            self.failures.remove("start");
+                        }
+                        Err(e) => {
+                            self.failures.insert("start".into(), e.to_string());
+                        }
+                    }
+                    self.sync_watchers();
+                }
                 let all: BTreeSet<_> = self.reconcilers.keys().cloned().collect();
                 self.repair(&all, true);
                 last_resync = now;

@@ -37,6 +37,12 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the kernel refused {count} of {of} operations (the others were done): {errors}")]
+    Refused {
+        count: usize,
+        of: usize,
+        errors: String,
+    },
     #[error("rt_tables file {path}: {source}")]
     RtTables {
         path: PathBuf,
@@ -215,7 +221,7 @@ impl Reconciler {
         if !ops.is_empty() && self.last.as_ref() == Some(&desired.state) {
             tracing::warn!(netns = ?self.netns, ops = ops.len(), "state changed behind ntkplane's back: repairing");
         }
-        self.execute(&ops)?;
+        let executed = self.execute(&ops);
         if let Some(path) = &self.rt_tables {
             rt_tables::write(path, &desired.table_names).map_err(|source| {
                 KernelError::RtTables {
@@ -225,6 +231,7 @@ impl Reconciler {
             })?;
         }
         self.last = Some(desired.state.clone());
+        executed?;
         report.ops = ops;
         if report.total() > 0 {
             tracing::info!(netns = ?self.netns, ops = report.total(), "applied");
@@ -278,52 +285,73 @@ impl Reconciler {
         Ok(n)
     }
 
+    /// Performs `ops` in order. One operation the kernel refuses does not stop the others
+    /// (a route whose gateway is unreachable must not keep the rest of the table out): every
+    /// one is attempted, and the refused ones are returned together.
     fn execute(&mut self, ops: &[Op]) -> Result<(), KernelError> {
         let netns = self.netns.clone();
         let classifier = &mut self.classifier;
-        in_netns(&netns, |rt| {
+        let failed = in_netns(&netns, |rt| {
             rt.block_on(async {
                 let r = Rtnl::connect().await?;
                 let mut rules: Option<Vec<_>> = None;
+                let mut failed: Vec<String> = Vec::new();
                 for op in ops {
                     tracing::debug!(?op, "apply");
-                    match op {
-                        Op::AddAddress { dev, addr } => r.add_address(dev, *addr).await?,
-                        Op::DelAddress { dev, addr } => r.del_address(dev, *addr).await?,
-                        Op::ReplaceRoute {
-                            table,
-                            prefix,
-                            route,
-                        } => r.replace_route(*table, *prefix, route).await?,
-                        Op::DelRoute { table, prefix } => r.del_route(*table, *prefix).await?,
-                        Op::AddRule(rule) => r.add_rule(rule).await?,
-                        Op::DelRule(rule) => {
-                            if rules.is_none() {
-                                rules = Some(r.rules().await?);
+                    let done: Result<(), KernelError> = async {
+                        match op {
+                            Op::AddAddress { dev, addr } => r.add_address(dev, *addr).await?,
+                            Op::DelAddress { dev, addr } => r.del_address(dev, *addr).await?,
+                            Op::ReplaceRoute {
+                                table,
+                                prefix,
+                                route,
+                            } => r.replace_route(*table, *prefix, route).await?,
+                            Op::DelRoute { table, prefix } => r.del_route(*table, *prefix).await?,
+                            Op::AddRule(rule) => r.add_rule(rule).await?,
+                            Op::DelRule(rule) => {
+                                if rules.is_none() {
+                                    rules = Some(r.rules().await?);
+                                }
+                                let msg = rules
+                                    .as_ref()
+                                    .unwrap()
+                                    .iter()
+                                    .find(|(k, _)| k == rule)
+                                    .map(|(_, m)| m.clone());
+                                if let Some(m) = msg {
+                                    r.del_rule(m).await?;
+                                }
                             }
-                            let msg = rules
-                                .as_ref()
-                                .unwrap()
-                                .iter()
-                                .find(|(k, _)| k == rule)
-                                .map(|(_, m)| m.clone());
-                            if let Some(m) = msg {
-                                r.del_rule(m).await?;
+                            Op::SetMark { mac, mark } => classifier.insert(*mac, *mark, *mark)?,
+                            Op::DelMark { mac } => {
+                                classifier.remove(*mac)?;
+                            }
+                            Op::SetNat(nat) => {
+                                let how = nft::apply(nat)?;
+                                tracing::debug!(?how, "nat applied");
                             }
                         }
-                        Op::SetMark { mac, mark } => classifier.insert(*mac, *mark, *mark)?,
-                        Op::DelMark { mac } => {
-                            classifier.remove(*mac)?;
-                        }
-                        Op::SetNat(nat) => {
-                            let how = nft::apply(nat)?;
-                            tracing::debug!(?how, "nat applied");
-                        }
+                        Ok(())
+                    }
+                    .await;
+                    if let Err(e) = done {
+                        tracing::warn!(?op, "the kernel refused: {e}");
+                        failed.push(e.to_string());
                     }
                 }
-                Ok::<_, KernelError>(())
+                Ok::<_, KernelError>(failed)
             })
-        })?
+        })??;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(KernelError::Refused {
+                count: failed.len(),
+                of: ops.len(),
+                errors: failed.join("; "),
+            })
+        }
     }
 
     /// Removes everything ntkplane installed in the namespace: routes, rules, addresses,
