@@ -550,7 +550,7 @@ impl Daemon {
     /// namespaces that already existed, then the ones no identity uses any more.
     /// The desired content of every namespace, the rt_tables names gathered in the
     /// default namespace's (one rt_tables file per system).
-    fn desired_all(&self) -> Result<BTreeMap<Option<String>, crate::kernel::Desired>, DaemonError> {
+    fn desired_all(&self) -> Result<BTreeMap<Option<String>, crate::plan::Desired>, DaemonError> {
         let mut desired = self.system.desired()?;
         let names: BTreeMap<u32, String> = desired
             .values()

@@ -1,10 +1,7 @@
 //! The reconciler: observe a namespace, diff it against the desired state, apply the
 //! difference in the safe order. Re-applying an unchanged state performs no operation;
 //! anything changed behind ntkplane's back is found by the next observation and repaired.
-use std::{
-    collections::{BTreeMap, BTreeSet},
-    path::PathBuf,
-};
+use std::{collections::BTreeSet, path::PathBuf};
 
 use serde::Serialize;
 
@@ -18,7 +15,7 @@ use super::{
 use crate::{
     classifier::{Classifier, ClassifierConfig, ClassifierError},
     netns::{Netns, NetnsError},
-    plan::{diff, KernelState, Op},
+    plan::{diff, Desired, KernelState, Op},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -49,16 +46,6 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The desired content of one namespace.
-#[derive(Clone, Debug, Default)]
-pub struct Desired {
-    /// Interfaces ntkplane manages here: up, the spec's sysctls, the classifier attached.
-    pub interfaces: Vec<String>,
-    pub state: KernelState,
-    /// Table names for the rt_tables file.
-    pub table_names: BTreeMap<u32, String>,
 }
 
 /// What one `apply` did.

@@ -18,8 +18,8 @@ use crate::{
         self, state::StateError, tables::AllocError, Arc, IdentityInput, Interface, Path, QspnArc,
         TableIds,
     },
-    kernel::Desired,
     mac::MacAddr,
+    plan::Desired,
     plan::KernelState,
 };
 
