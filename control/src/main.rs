@@ -281,7 +281,11 @@ fn main() -> ExitCode {
     if let Err(e) = ntkplane::daemon::check_instance(&cli.instance) {
         return usage_error(format_args!("--instance: {e}"));
     }
-    let socket = cli.run_dir.join(format!("{}.sock", cli.instance));
+    let socket = ntkplane::daemon::Paths {
+        run_dir: cli.run_dir.clone(),
+        ..ntkplane::daemon::Paths::new(&cli.instance)
+    }
+    .socket();
     let req = match cli.command {
         Command::Run(a) => {
             return match run(&cli.instance, cli.run_dir.clone(), a) {

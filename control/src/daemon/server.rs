@@ -165,3 +165,39 @@ pub fn run(
         clients.abort_all();
     });
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Issue 19, finding 8: the limit is per request line, not per connection.
+    #[tokio::test]
+    async fn the_size_limit_is_per_request() {
+        let line = format!(
+            "{{\"command\":\"status\"}}{}\n",
+            " ".repeat(MAX_REQUEST / 2)
+        );
+        let data = line.repeat(5); // 2.5 MiB on one connection
+        let mut r = BufReader::new(data.as_bytes());
+        for _ in 0..5 {
+            let mut buf = Vec::new();
+            assert!(matches!(
+                read_line(&mut r, &mut buf).await.unwrap(),
+                Line::Complete
+            ));
+            assert!(proto::decode(&buf).is_ok());
+        }
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_line(&mut r, &mut buf).await.unwrap(),
+            Line::Eof
+        ));
+        let long = vec![b' '; MAX_REQUEST + 2];
+        let mut r = BufReader::new(&long[..]);
+        let mut buf = Vec::new();
+        assert!(matches!(
+            read_line(&mut r, &mut buf).await.unwrap(),
+            Line::TooLong
+        ));
+    }
+}
