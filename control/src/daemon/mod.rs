@@ -1,6 +1,7 @@
 //! The ntkplane daemon: owns one system's dataplane. Commands arrive on a Unix socket as
 //! JSON lines and are serialized (one writer per system); each is applied to a copy of the
 //! model, validated, persisted, then the kernel is reconciled to the new model.
+pub mod dataplane;
 pub mod host;
 pub mod lock;
 pub mod persist;
@@ -21,13 +22,8 @@ use std::{collections::BTreeSet, net::Ipv4Addr};
 
 use self::proto::{Request, Response};
 use crate::{
-    kernel::{
-        in_netns,
-        rtnl::{Rtnl, RtnlError},
-        KernelError, Reconciler,
-    },
     mac::MacAddr,
-    netns::{Netns, NetnsError},
+    netns::Netns,
     system::{Handled, OpKind, PeerMoved, Prepare, System},
 };
 
@@ -202,7 +198,8 @@ pub struct Daemon {
     /// The namespace that plays the system's default namespace.
     system_netns: Netns,
     system: System,
-    reconcilers: BTreeMap<Option<String>, Reconciler>,
+    /// The seam to the kernel (the real one, or a fake in tests).
+    kernel: Box<dyn dataplane::Dataplane>,
     clock: Clock,
     /// qspn.md §13.2's give-up wait ([`crate::system::BOOTSTRAP_TIMEOUT_MS`] unless changed
     /// with `run --bootstrap-timeout-ms`, for tests).
@@ -299,11 +296,16 @@ impl Daemon {
             persist::write_private(&paths.start_args(), text.as_bytes())
                 .map_err(io_err("start arguments"))?;
         }
+        let kernel = Box::new(dataplane::RealDataplane::new(
+            paths.clone(),
+            system_netns.clone(),
+            system.config.mark_mask,
+        ));
         let mut d = Daemon {
             paths,
             system_netns,
             system,
-            reconcilers: BTreeMap::new(),
+            kernel,
             clock,
             bootstrap_timeout_ms,
             _locks: locks,
@@ -423,11 +425,33 @@ impl Daemon {
         self.timing = t;
     }
 
-    fn netns_of(&self, ns: &Option<String>) -> Netns {
-        match ns {
-            None => self.system_netns.clone(),
-            Some(label) => Netns::named(self.netns_name(label)),
+    /// A daemon over any dataplane, with no lock, no socket and no host settings: for the
+    /// unit tests of the daemon's ordering and failure paths over [`dataplane::FakeDataplane`].
+    /// The state is persisted under `paths` as usual.
+    pub fn over(paths: Paths, system: System, kernel: Box<dyn dataplane::Dataplane>) -> Self {
+        Daemon {
+            paths,
+            system_netns: Netns::Current,
+            system,
+            kernel,
+            clock: Clock::new(),
+            bootstrap_timeout_ms: crate::system::BOOTSTRAP_TIMEOUT_MS,
+            _locks: vec![],
+            listener: None,
+            watchers: BTreeMap::new(),
+            drift_tx: None,
+            dirty: BTreeSet::new(),
+            dirty_since: None,
+            repairs: 0,
+            failures: BTreeMap::new(),
+            timing: Timing::default(),
         }
+    }
+
+    /// Brings the dataplane to the model (what `start` does after loading the state).
+    pub fn converge(&mut self) -> Result<(), DaemonError> {
+        self.reconcile()?;
+        self.finish_dismissals()
     }
 
     /// The kernel name of an identity namespace: instance-prefixed, so that several
@@ -436,118 +460,24 @@ impl Daemon {
         format!("{}-{}", self.paths.instance, label)
     }
 
-    /// Creates (or finds) an identity namespace and its pseudo-interfaces: macvlans on the
-    /// real NICs of the system namespace, born inside the identity's (identities.md §3.1;
-    /// sysctls, up and link-locals follow from the reconciler).
-    fn ensure_identity_netns(&self, label: &str) -> Result<(), DaemonError> {
-        let name = self.netns_name(label);
-        let ns = match Netns::create(&name) {
-            Ok(ns) => ns,
-            Err(NetnsError::Exists(_)) => Netns::named(&name),
-            Err(e) => return Err(KernelError::from(e).into()),
-        };
-        let handled: Vec<Handled> = self
-            .system
+    /// The pseudo-interfaces of the identities that live in namespace `label`.
+    fn handled_in(&self, label: &str) -> Vec<Handled> {
+        self.system
             .identities
             .values()
             .filter(|i| i.netns.as_deref() == Some(label))
             .flat_map(|i| i.handled.clone())
-            .collect();
-        let have = in_netns(&ns, |rt| {
-            rt.block_on(async { Ok::<_, RtnlError>(Rtnl::connect().await?.links().clone()) })
-        })
-        .map_err(KernelError::from)?
-        .map_err(KernelError::from)?;
-        let missing: Vec<Handled> = handled
-            .into_iter()
-            .filter(|h| !have.contains_key(&h.dev))
-            .collect();
-        if missing.is_empty() {
-            return Ok(());
-        }
-        let target = ns.open().map_err(KernelError::from)?;
-        in_netns(&self.system_netns, |rt| {
-            rt.block_on(async {
-                let r = Rtnl::connect().await?;
-                for h in &missing {
-                    r.add_macvlan(&h.dev, &h.nic, Some(h.mac), &target).await?;
-                }
-                Ok::<_, RtnlError>(())
-            })
-        })
-        .map_err(KernelError::from)?
-        .map_err(KernelError::from)?;
-        tracing::info!(
-            netns = name,
-            links = missing.len(),
-            "identity namespace ready"
-        );
-        Ok(())
-    }
-
-    /// Removes an identity namespace: ntkplane's objects (and pins), its pseudo-interfaces,
-    /// the namespace (identities.md §3.2).
-    fn remove_identity_netns(&mut self, label: &str) -> Result<(), DaemonError> {
-        let ns = Some(label.to_string());
-        let name = self.netns_name(label);
-        let mut r = match self.reconcilers.remove(&ns) {
-            Some(r) => r,
-            None => Reconciler::pinned(
-                Netns::named(&name),
-                self.system.config.mark_mask,
-                None,
-                &self.paths.pins(&ns),
-            )?,
-        };
-        r.cleanup()?;
-        drop(r);
-        in_netns(&Netns::named(&name), |rt| {
-            rt.block_on(async {
-                let r = Rtnl::connect().await?;
-                let macvlans: Vec<String> = r
-                    .links()
-                    .keys()
-                    .filter(|n| n.starts_with(&format!("{label}_")))
-                    .cloned()
-                    .collect();
-                for l in macvlans {
-                    r.del_link(&l).await?;
-                }
-                Ok::<_, RtnlError>(())
-            })
-        })
-        .map_err(KernelError::from)?
-        .map_err(KernelError::from)?;
-        Netns::delete(&name).map_err(KernelError::from)?;
-        let _ = std::fs::remove_dir(self.paths.pins(&ns));
-        tracing::info!(netns = name, "identity namespace removed");
-        Ok(())
-    }
-
-    /// Identity namespaces of this instance that exist in the kernel.
-    fn existing_identity_netns(&self) -> Vec<String> {
-        let prefix = format!("{}-", self.paths.instance);
-        std::fs::read_dir(crate::netns::NETNS_RUN_DIR)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .filter_map(|e| e.file_name().into_string().ok())
-            .filter_map(|n| n.strip_prefix(&prefix).map(str::to_string))
-            .filter(|l| {
-                (l.starts_with("entr") || l.starts_with("migr"))
-                    && l[4..].chars().all(|c| c.is_ascii_digit())
-            })
             .collect()
+    }
+
+    fn open_namespaces(&self) -> BTreeSet<Option<String>> {
+        self.kernel.open_namespaces().into_iter().collect()
     }
 
     fn reconcile(&mut self) -> Result<(), DaemonError> {
         self.reconcile_with(None)
     }
 
-    /// Brings every namespace to the model: new identity namespaces first (a duplication's
-    /// old identity is ready before the new one takes over, M4 before M6), then `pause`
-    /// (M5: the neighbours move their routes to the old identity's new link-local), then the
-    /// namespaces that already existed, then the ones no identity uses any more.
     /// The desired content of every namespace, the rt_tables names gathered in the
     /// default namespace's (one rt_tables file per system).
     fn desired_all(&self) -> Result<BTreeMap<Option<String>, crate::plan::Desired>, DaemonError> {
@@ -564,7 +494,7 @@ impl Daemon {
 
     /// Brings the namespaces `which` back to the model: `full` observes everything (as after
     /// an rtnetlink event, or at the periodic resync), else only what sends no event
-    /// ([`Reconciler::check_cheap`]). Each repair is logged at `warn` and counted; a
+    /// ([`crate::kernel::Reconciler::check_cheap`]). Each repair is logged at `warn` and counted; a
     /// namespace that cannot be repaired is reported in `status` and tried again next time.
     fn repair(&mut self, which: &BTreeSet<Option<String>>, full: bool) {
         let desired = match self.desired_all() {
@@ -575,11 +505,18 @@ impl Daemon {
             }
         };
         for ns in which {
-            let (Some(r), Some(d)) = (self.reconcilers.get_mut(ns), desired.get(ns)) else {
+            let Some(d) = desired.get(ns) else {
                 continue;
             };
+            if !self.open_namespaces().contains(ns) {
+                continue;
+            }
             let name = ns.clone().unwrap_or_else(|| "default".into());
-            let result = if full { r.apply(d) } else { r.check_cheap(d) };
+            let result = if full {
+                self.kernel.apply(ns, d)
+            } else {
+                self.kernel.check_cheap(ns, d)
+            };
             match result {
                 Ok(rep) => {
                     for op in &rep.ops {
@@ -618,18 +555,19 @@ impl Daemon {
         let Some(tx) = self.drift_tx.clone() else {
             return;
         };
-        self.watchers
-            .retain(|ns, _| self.reconcilers.contains_key(ns));
-        let missing: Vec<Option<String>> = self
-            .reconcilers
-            .keys()
-            .filter(|k| !self.watchers.contains_key(*k))
-            .cloned()
+        let open = self.open_namespaces();
+        self.watchers.retain(|ns, _| open.contains(ns));
+        let missing: Vec<Option<String>> = open
+            .into_iter()
+            .filter(|k| !self.watchers.contains_key(k))
             .collect();
         for ns in missing {
             let tx = tx.clone();
             let key = ns.clone();
-            match watch::watch(self.netns_of(&ns), move || {
+            let Some(netns) = self.kernel.netns(&ns) else {
+                continue;
+            };
+            match watch::watch(netns, move || {
                 tx.send(server::Msg::Drift(key.clone())).is_ok()
             }) {
                 Ok(w) => {
@@ -642,9 +580,10 @@ impl Daemon {
 
     fn reconcile_with(&mut self, pause: Option<Duration>) -> Result<(), DaemonError> {
         let desired = self.desired_all()?;
+        let open = self.open_namespaces();
         let fresh: Vec<Option<String>> = desired
             .keys()
-            .filter(|k| !self.reconcilers.contains_key(*k))
+            .filter(|k| !open.contains(*k))
             .cloned()
             .collect();
         let mut order: Vec<Option<String>> = fresh.clone();
@@ -652,41 +591,30 @@ impl Daemon {
         for (i, ns) in order.into_iter().enumerate() {
             if i == fresh.len() && !fresh.is_empty() {
                 if let Some(p) = pause {
-                    std::thread::sleep(p);
+                    self.kernel.pause(p);
                 }
             }
             let d = &desired[&ns];
-            if !self.reconcilers.contains_key(&ns) {
-                if let Some(label) = &ns {
-                    self.ensure_identity_netns(label)?;
-                }
-                let rt = if ns.is_none() {
-                    self.paths.rt_tables()
-                } else {
-                    None
-                };
-                let r = Reconciler::pinned(
-                    self.netns_of(&ns),
-                    self.system.config.mark_mask,
-                    rt,
-                    &self.paths.pins(&ns),
-                )?;
-                self.reconcilers.insert(ns.clone(), r);
+            if !open.contains(&ns) {
+                let handled = ns
+                    .as_deref()
+                    .map(|l| self.handled_in(l))
+                    .unwrap_or_default();
+                self.kernel.provision(&ns, &handled)?;
             }
-            self.reconcilers.get_mut(&ns).unwrap().apply(d)?;
+            self.kernel.apply(&ns, d)?;
         }
         let gone: Vec<String> = self
-            .reconcilers
-            .keys()
+            .open_namespaces()
+            .into_iter()
             .flatten()
-            .cloned()
-            .chain(self.existing_identity_netns())
+            .chain(self.kernel.existing_namespaces())
             .filter(|l| !desired.contains_key(&Some(l.clone())))
             .collect::<BTreeSet<_>>()
             .into_iter()
             .collect();
         for label in gone {
-            self.remove_identity_netns(&label)?;
+            self.kernel.remove_namespace(&label)?;
         }
         Ok(())
     }
@@ -721,21 +649,18 @@ impl Daemon {
         let mut errors: Vec<String> = Vec::new();
         // Connectivity identities first (lifecycle.md §17), then the system namespace.
         let labels: BTreeSet<String> = self
-            .reconcilers
-            .keys()
+            .open_namespaces()
+            .into_iter()
             .flatten()
-            .cloned()
-            .chain(self.existing_identity_netns())
+            .chain(self.kernel.existing_namespaces())
             .collect();
         for label in labels {
-            if let Err(e) = self.remove_identity_netns(&label) {
+            if let Err(e) = self.kernel.remove_namespace(&label) {
                 errors.push(format!("namespace {}: {e}", self.netns_name(&label)));
             }
         }
-        let all: Vec<Option<String>> = self.reconcilers.keys().cloned().collect();
-        for ns in all {
-            let mut r = self.reconcilers.remove(&ns).unwrap();
-            if let Err(e) = r.cleanup() {
+        for ns in self.open_namespaces() {
+            if let Err(e) = self.kernel.close(&ns) {
                 errors.push(format!(
                     "cleanup of {}: {e}",
                     ns.as_deref().unwrap_or("the system namespace")
@@ -943,15 +868,11 @@ impl Daemon {
         };
         let mut out = Vec::new();
         for (ns, d) in &desired {
-            let observed = self.reconcilers.get_mut(ns).and_then(|r| r.observe().ok());
-            let counters = self.reconcilers.get(ns).map(|r| r.classifier());
+            let observed = self.kernel.observe(ns);
             for (id, name) in &d.table_names {
                 let routes = d.state.routes.keys().filter(|(t, _)| t == id).count();
                 let mac = name.strip_prefix("ntk_from_").and_then(|m| m.parse().ok());
-                let packets = match (counters, mac) {
-                    (Some(c), Some(m)) => c.counters(m).ok().flatten().map(|c| c.packets),
-                    _ => None,
-                };
+                let packets = mac.and_then(|m| self.kernel.packets(ns, m));
                 out.push(reply::TableRow {
                     netns: ns.clone().unwrap_or_else(|| "default".into()),
                     table: *id,
@@ -978,7 +899,8 @@ impl Daemon {
             Ok(desired) => {
                 for (ns, d) in &desired {
                     let name = ns.clone().unwrap_or_else(|| "default".into());
-                    match self.reconcilers.get_mut(ns).map(|r| r.drift(d)) {
+                    let open = self.open_namespaces().contains(ns);
+                    match open.then(|| self.kernel.drift(ns, d)) {
                         Some(Ok(n)) => drift += n,
                         Some(Err(e)) => {
                             failures.insert(name, e.to_string());
@@ -1000,9 +922,9 @@ impl Daemon {
             topology: self.system.config.topology.clone(),
             identities: self.system.identities.len(),
             namespaces: self
-                .reconcilers
-                .keys()
-                .map(|k| k.clone().unwrap_or_else(|| "default".into()))
+                .open_namespaces()
+                .into_iter()
+                .map(|k| k.unwrap_or_else(|| "default".into()))
                 .collect(),
             tables: self.system.tables.all().count(),
             pending_operations: self
@@ -1120,7 +1042,7 @@ impl Daemon {
                     }
                     self.sync_watchers();
                 }
-                let all: BTreeSet<_> = self.reconcilers.keys().cloned().collect();
+                let all = self.open_namespaces();
                 self.repair(&all, true);
                 last_resync = now;
                 last_check = now;
@@ -1136,7 +1058,7 @@ impl Daemon {
                 self.repair(&which, true);
             }
             if now >= last_check + self.timing.check {
-                let all: BTreeSet<_> = self.reconcilers.keys().cloned().collect();
+                let all = self.open_namespaces();
                 self.repair(&all, false);
                 last_check = now;
             }
@@ -1324,6 +1246,150 @@ fn data(reply: impl serde::Serialize) -> serde_json::Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::{
+        mac::MacAddr,
+        system::{Config, Nic},
+    };
+
+    fn scratch_paths(tag: &str) -> Paths {
+        let dir = std::env::temp_dir().join(format!(
+            "ntkplane-daemon-{tag}-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        Paths {
+            instance: "t".into(),
+            state_dir: dir.join("state"),
+            run_dir: dir.join("run"),
+            pin_root: dir.join("pins"),
+            rt_tables_dir: None,
+        }
+    }
+
+    fn faked(tag: &str) -> (Daemon, dataplane::FakeDataplane) {
+        let system = System::init(
+            Config {
+                topology: "4.2.2.2".into(),
+                base: "10.0.0.0/8".parse().unwrap(),
+                subnet_level: 0,
+                serve_anonymous: true,
+                anonymizer: true,
+                mark_mask: u32::MAX,
+                nics: vec![Nic {
+                    name: "eth1".into(),
+                    mac: "00:16:3E:EC:A3:E1".parse().unwrap(),
+                    linklocal: "169.254.96.141".parse().unwrap(),
+                }],
+            },
+            "2.1.1.1",
+        )
+        .unwrap();
+        let fake = dataplane::FakeDataplane::default();
+        let handles = dataplane::FakeDataplane {
+            log: fake.log.clone(),
+            refuse: fake.refuse.clone(),
+            ..Default::default()
+        };
+        let mut d = Daemon::over(scratch_paths(tag), system, Box::new(fake));
+        d.converge().unwrap();
+        (d, handles)
+    }
+
+    fn ok(d: &mut Daemon, req: Request) -> serde_json::Value {
+        let r = d.handle(&req);
+        assert!(r.ok, "{req:?}: {:?}", r.error);
+        r.data
+    }
+
+    /// The daemon's ordering over the fake: a migration's new namespace is provisioned and
+    /// applied first, then the M5 pause, then the existing namespace is rewritten.
+    #[test]
+    fn migration_new_namespace_first_then_m5_pause() {
+        let (mut d, fake) = faked("m5");
+        assert_eq!(
+            *fake.log.lock().unwrap(),
+            ["provision default", "apply default"]
+        );
+        let gamma: MacAddr = "00:16:3E:5B:78:D5".parse().unwrap();
+        ok(
+            &mut d,
+            Request::AddIdentityArc {
+                identity: 0,
+                nic: "eth1".into(),
+                peer_mac: gamma,
+                peer_linklocal: "169.254.94.223".parse().unwrap(),
+            },
+        );
+        ok(
+            &mut d,
+            Request::PrepareMigratePhase1 {
+                args: proto::PrepareArgs {
+                    identity: 0,
+                    guest_level: 0,
+                    host_level: 1,
+                    host_addr: proto::Dotted(vec![2, 0, 1]),
+                    host_elderships: String::new(),
+                    pos1: 2,
+                    pos1_eldership: 0,
+                    pos2: 1,
+                    pos2_eldership: 0,
+                    conn_pos: 3,
+                    conn_pos_eldership: 0,
+                },
+                op_id: 7,
+                prev_op_id: proto::OpRef(None),
+                pseudo: vec![],
+            },
+        );
+        fake.log.lock().unwrap().clear();
+        ok(
+            &mut d,
+            Request::MigratePhase1 {
+                identity: 0,
+                op_id: 7,
+                internal: vec![],
+            },
+        );
+        let log = fake.log.lock().unwrap().clone();
+        let at = |e: &str| {
+            log.iter()
+                .position(|x| x == e)
+                .unwrap_or_else(|| panic!("no '{e}' in {log:?}"))
+        };
+        assert!(at("provision migr01") < at("apply migr01"), "{log:?}");
+        assert!(at("apply migr01") < at("pause 300ms"), "{log:?}");
+        assert!(at("pause 300ms") < at("apply default"), "{log:?}");
+    }
+
+    /// Issue 19, finding 4 over the fake: a command whose apply the kernel refuses is not
+    /// persisted, the model and the kernel go back, and the next command works.
+    #[test]
+    fn a_refused_apply_is_reverted_and_not_persisted() {
+        let (mut d, fake) = faked("refuse");
+        let state = std::fs::read_to_string(d.paths.state()).ok();
+        *fake.refuse.lock().unwrap() = Some(None);
+        let req = Request::AddIdentityArc {
+            identity: 0,
+            nic: "eth1".into(),
+            peer_mac: "00:16:3E:5B:78:D5".parse().unwrap(),
+            peer_linklocal: "169.254.94.223".parse().unwrap(),
+        };
+        let r = d.handle(&req);
+        assert!(
+            !r.ok && r.error.as_deref().unwrap().contains("not applied"),
+            "{r:?}"
+        );
+        assert_eq!(std::fs::read_to_string(d.paths.state()).ok(), state);
+        assert!(d.system.identity(0).unwrap().arcs.is_empty());
+        *fake.refuse.lock().unwrap() = None;
+        ok(&mut d, req);
+        assert_eq!(d.system.identity(0).unwrap().arcs.len(), 1);
+        assert!(std::fs::read_to_string(d.paths.state())
+            .unwrap()
+            .contains("00:16:3E:5B:78:D5"));
+        let _ = std::fs::remove_dir_all(d.paths.state_dir.parent().unwrap());
+    }
 
     /// Issue 19: instance names that would escape their directories or not fit are refused.
     #[test]
