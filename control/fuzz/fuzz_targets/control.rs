@@ -1,12 +1,13 @@
 //! The control protocol on arbitrary bytes: each line is decoded (an error names the
-//! problem, never a panic) and every decoded request is applied to the model the daemon
-//! applies it to (`daemon::model_step`), whose desired kernel state is then computed. A
-//! refused request must leave the model unchanged.
+//! problem, never a panic); every decoded request is applied to the model alone
+//! (`daemon::model_step`, whose desired kernel state is then computed) and through the
+//! daemon's `handle` over the in-memory dataplane (`FakeDataplane`): ordering, reverts and
+//! replies, with no kernel. The state is persisted under /dev/shm.
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
 use ntkplane::{
-    daemon::{model_step, proto},
+    daemon::{dataplane::FakeDataplane, model_step, proto, Daemon, Paths},
     system::{Config, Nic, System},
 };
 
@@ -30,14 +31,28 @@ fn system() -> System {
     .unwrap()
 }
 
+fn paths() -> Paths {
+    let dir = std::path::PathBuf::from(format!("/dev/shm/ntkplane-fuzz-{}", std::process::id()));
+    Paths {
+        instance: "fuzz".into(),
+        state_dir: dir.join("state"),
+        run_dir: dir.join("run"),
+        pin_root: dir.join("pins"),
+        rt_tables_dir: None,
+    }
+}
+
 fuzz_target!(|data: &[u8]| {
     let mut s = system();
+    let mut d = Daemon::over(paths(), system(), Box::new(FakeDataplane::default()));
+    d.converge().unwrap();
     for (i, line) in data.split(|b| *b == b'\n').enumerate() {
         if i >= 16 {
             break;
         }
         match proto::decode(line) {
             Err(e) => assert!(!e.is_empty()),
+            Ok(proto::Request::Quit {}) => {}
             Ok(req) => {
                 let mut next = s.clone();
                 match model_step(&s, &mut next, &req, 1_000 * i as u64) {
@@ -49,6 +64,9 @@ fuzz_target!(|data: &[u8]| {
                     Some(Err(e)) => assert!(!e.to_string().is_empty()),
                     None => {}
                 }
+                let r = d.handle(&req);
+                assert!(r.ok || r.error.as_deref().is_some_and(|e| !e.is_empty()));
+                serde_json::to_string(&r).unwrap();
             }
         }
     }
