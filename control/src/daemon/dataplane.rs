@@ -250,13 +250,14 @@ impl Dataplane for RealDataplane {
 }
 
 /// An in-memory dataplane: every call is recorded in `log` (shared with the test), `apply`
-/// makes the namespace hold the desired state, and `refuse` makes the applies of one
-/// namespace fail.
+/// makes the namespace hold the desired state and reports the operations it took (the
+/// real diff against what was held), and `refuse` makes the applies of one namespace fail.
 #[derive(Debug, Default)]
 pub struct FakeDataplane {
     pub log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
     pub refuse: std::sync::Arc<std::sync::Mutex<Option<Ns>>>,
-    pub held: BTreeMap<Ns, Desired>,
+    /// What each open namespace holds (shared: a test changes it "behind the daemon's back").
+    pub held: std::sync::Arc<std::sync::Mutex<BTreeMap<Ns, KernelState>>>,
     pub existing: Vec<String>,
 }
 
@@ -272,7 +273,7 @@ fn label(ns: &Ns) -> String {
 
 impl Dataplane for FakeDataplane {
     fn open_namespaces(&self) -> Vec<Ns> {
-        self.held.keys().cloned().collect()
+        self.held.lock().unwrap().keys().cloned().collect()
     }
     fn provision(&mut self, ns: &Ns, _: &[Handled]) -> Result<(), DaemonError> {
         self.note(format!("provision {}", label(ns)));
@@ -281,7 +282,7 @@ impl Dataplane for FakeDataplane {
                 self.existing.push(l.clone());
             }
         }
-        self.held.entry(ns.clone()).or_default();
+        self.held.lock().unwrap().entry(ns.clone()).or_default();
         Ok(())
     }
     fn apply(&mut self, ns: &Ns, desired: &Desired) -> Result<Report, KernelError> {
@@ -293,33 +294,39 @@ impl Dataplane for FakeDataplane {
                 errors: "refused by the fake".into(),
             });
         }
-        self.held.insert(ns.clone(), desired.clone());
-        Ok(Report::default())
+        let mut held = self.held.lock().unwrap();
+        let have = held.entry(ns.clone()).or_default();
+        let ops = crate::plan::diff(&desired.state, have);
+        *have = desired.state.clone();
+        Ok(Report {
+            ops,
+            ..Default::default()
+        })
     }
     fn check_cheap(&mut self, _: &Ns, _: &Desired) -> Result<Report, KernelError> {
         Ok(Report::default())
     }
     fn drift(&mut self, ns: &Ns, desired: &Desired) -> Result<usize, KernelError> {
-        Ok(match self.held.get(ns) {
-            Some(d) if d.state == desired.state => 0,
-            _ => 1,
+        Ok(match self.held.lock().unwrap().get(ns) {
+            Some(have) => crate::plan::diff(&desired.state, have).len(),
+            None => 1,
         })
     }
     fn observe(&mut self, ns: &Ns) -> Option<KernelState> {
-        self.held.get(ns).map(|d| d.state.clone())
+        self.held.lock().unwrap().get(ns).cloned()
     }
     fn packets(&self, _: &Ns, _: MacAddr) -> Option<u64> {
         None
     }
     fn remove_namespace(&mut self, l: &str) -> Result<(), DaemonError> {
         self.note(format!("remove {l}"));
-        self.held.remove(&Some(l.to_string()));
+        self.held.lock().unwrap().remove(&Some(l.to_string()));
         self.existing.retain(|e| e != l);
         Ok(())
     }
     fn close(&mut self, ns: &Ns) -> Result<(), KernelError> {
         self.note(format!("close {}", label(ns)));
-        self.held.remove(ns);
+        self.held.lock().unwrap().remove(ns);
         Ok(())
     }
     fn existing_namespaces(&self) -> Vec<String> {

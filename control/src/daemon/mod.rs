@@ -1289,6 +1289,7 @@ mod tests {
         let handles = dataplane::FakeDataplane {
             log: fake.log.clone(),
             refuse: fake.refuse.clone(),
+            held: fake.held.clone(),
             ..Default::default()
         };
         let mut d = Daemon::over(scratch_paths(tag), system, Box::new(fake));
@@ -1360,6 +1361,49 @@ mod tests {
         assert!(at("provision migr01") < at("apply migr01"), "{log:?}");
         assert!(at("apply migr01") < at("pause 300ms"), "{log:?}");
         assert!(at("pause 300ms") < at("apply default"), "{log:?}");
+    }
+
+    /// Issue 19, finding 2 over the fake: what changed behind the daemon's back is found by
+    /// `status`, repaired by the next pass, and counted.
+    #[test]
+    fn drift_is_reported_repaired_and_counted() {
+        let (mut d, fake) = faked("drift");
+        let status = |d: &mut Daemon| serde_json::from_value::<reply::Status>(d.status()).unwrap();
+        assert!(status(&mut d).dataplane_matches);
+        let removed = {
+            let mut held = fake.held.lock().unwrap();
+            let k = held.get_mut(&None).unwrap();
+            let n = k.addresses.len();
+            k.addresses.clear();
+            n
+        };
+        assert!(removed > 0);
+        let s = status(&mut d);
+        assert!(!s.dataplane_matches && s.drift == removed, "{s:?}");
+        let all = d.open_namespaces();
+        d.repair(&all, true);
+        let s = status(&mut d);
+        assert!(s.dataplane_matches, "{s:?}");
+        assert_eq!(s.repairs, removed as u64);
+        // A namespace that cannot be repaired is reported, and retried.
+        fake.held
+            .lock()
+            .unwrap()
+            .get_mut(&None)
+            .unwrap()
+            .addresses
+            .clear();
+        *fake.refuse.lock().unwrap() = Some(None);
+        d.repair(&all, true);
+        let s = status(&mut d);
+        assert!(
+            !s.dataplane_matches && s.failures.contains_key("default"),
+            "{s:?}"
+        );
+        *fake.refuse.lock().unwrap() = None;
+        d.repair(&all, true);
+        assert!(status(&mut d).dataplane_matches);
+        let _ = std::fs::remove_dir_all(d.paths.state_dir.parent().unwrap());
     }
 
     /// Issue 19, finding 4 over the fake: a command whose apply the kernel refuses is not
