@@ -1268,6 +1268,15 @@ mod tests {
     }
 
     fn faked(tag: &str) -> (Daemon, dataplane::FakeDataplane) {
+        faked_with(tag, "00:16:3E:EC:A3:E1", "169.254.96.141", "2.1.1.1")
+    }
+
+    fn faked_with(
+        tag: &str,
+        mac: &str,
+        ll: &str,
+        address: &str,
+    ) -> (Daemon, dataplane::FakeDataplane) {
         let system = System::init(
             Config {
                 topology: "4.2.2.2".into(),
@@ -1278,11 +1287,11 @@ mod tests {
                 mark_mask: u32::MAX,
                 nics: vec![Nic {
                     name: "eth1".into(),
-                    mac: "00:16:3E:EC:A3:E1".parse().unwrap(),
-                    linklocal: "169.254.96.141".parse().unwrap(),
+                    mac: mac.parse().unwrap(),
+                    linklocal: ll.parse().unwrap(),
                 }],
             },
-            "2.1.1.1",
+            address,
         )
         .unwrap();
         let fake = dataplane::FakeDataplane::default();
@@ -1403,6 +1412,73 @@ mod tests {
         *fake.refuse.lock().unwrap() = None;
         d.repair(&all, true);
         assert!(status(&mut d).dataplane_matches);
+        let _ = std::fs::remove_dir_all(d.paths.state_dir.parent().unwrap());
+    }
+
+    /// E13 over the fake: an entry's old identity goes to its new namespace (provisioned and
+    /// applied before the old namespace is rewritten), and is dismissed (its namespace
+    /// removed) only once that state reached the kernel.
+    #[test]
+    fn entry_new_namespace_first_then_e13_dismissal() {
+        let (mut d, fake) = faked_with("e13", "00:16:3E:3C:14:33", "169.254.163.36", "3.1.0.0");
+        ok(
+            &mut d,
+            Request::AddIdentityArc {
+                identity: 0,
+                nic: "eth1".into(),
+                peer_mac: "00:16:3E:EC:A3:E1".parse().unwrap(),
+                peer_linklocal: "169.254.96.141".parse().unwrap(),
+            },
+        );
+        ok(
+            &mut d,
+            Request::PrepareEnterNetPhase1 {
+                args: proto::PrepareArgs {
+                    identity: 0,
+                    guest_level: 0,
+                    host_level: 1,
+                    host_addr: proto::Dotted(vec![2, 1, 1]),
+                    host_elderships: String::new(),
+                    pos1: 2,
+                    pos1_eldership: 0,
+                    pos2: 1,
+                    pos2_eldership: 0,
+                    conn_pos: 2,
+                    conn_pos_eldership: 0,
+                },
+                arcs: proto::ArcList(vec![0]),
+                op_id: 4958850,
+                prev_op_id: proto::OpRef(Some(262359)),
+                pseudo: vec!["eth1=02:00:00:00:05:01@169.254.133.31".parse().unwrap()],
+            },
+        );
+        fake.log.lock().unwrap().clear();
+        ok(
+            &mut d,
+            Request::EnterNetPhase1 {
+                identity: 0,
+                op_id: 4958850,
+                internal: vec![],
+            },
+        );
+        let log = fake.log.lock().unwrap().clone();
+        let at = |e: &str| {
+            log.iter()
+                .position(|x| x == e)
+                .unwrap_or_else(|| panic!("no '{e}' in {log:?}"))
+        };
+        assert!(at("provision entr01") < at("apply entr01"), "{log:?}");
+        assert!(at("apply entr01") < at("apply default"), "{log:?}");
+        assert!(at("apply default") < at("remove entr01"), "{log:?}");
+        assert!(
+            !log.contains(&"pause 300ms".to_string()),
+            "an entry has no M5 pause: {log:?}"
+        );
+        assert_eq!(
+            d.system.identities.len(),
+            1,
+            "the old identity was not dismissed"
+        );
         let _ = std::fs::remove_dir_all(d.paths.state_dir.parent().unwrap());
     }
 
