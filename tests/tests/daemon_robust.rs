@@ -512,6 +512,22 @@ fn drift_is_repaired_without_a_command() {
         gamma_sends(&sys, &peer);
         gamma_packets(&d) >= before + 10
     });
+    // The interface deleted and re-created while the daemon runs: addresses, sysctls and the
+    // classifier come back on the new one.
+    sys.sh("ip link del eth1");
+    veth(
+        End(&sys, "eth1", "00:16:3e:ec:a3:e1", "192.0.2.1/32"),
+        End(&peer, "eth1", "00:16:3e:5b:78:d5", "192.0.2.2/32"),
+    );
+    repaired_within_5s("re-created interface", || {
+        addresses_text(&sys.name, Some("eth1")).contains("10.0.0.23/32")
+            && sysctl_in(&sys.name, "net/ipv4/conf/eth1/arp_ignore") == "1"
+            && {
+                let before = gamma_packets(&d);
+                gamma_sends(&sys, &peer);
+                gamma_packets(&d) >= before + 10
+            }
+    });
     let s = status(&d);
     assert!(s["repairs"].as_u64().unwrap() >= 7, "{s}");
     repaired_within_5s("status says the dataplane matches", || {
