@@ -319,7 +319,7 @@ impl Daemon {
             timing: Timing::default(),
         };
         let late = d.record_host_settings().and_then(|()| {
-            match d.reconcile().and_then(|()| d.finish_dismissals()) {
+            match d.reconcile_best_effort().and_then(|()| d.finish_dismissals()) {
                 // A restart whose state the kernel partly refuses still starts: what could
                 // be installed is, the rest is reported in `status` and retried at every
                 // resync (a restart must never be wedged by one object).
@@ -579,7 +579,28 @@ impl Daemon {
     }
 
     fn reconcile_with(&mut self, pause: Option<Duration>) -> Result<(), DaemonError> {
+        self.reconcile_pass(pause, true)
+    }
+
+    /// Best effort (start, resync, revert): a namespace that fails does not keep the others
+    /// from being brought to the model; the first error is returned, every one logged.
+    fn reconcile_best_effort(&mut self) -> Result<(), DaemonError> {
+        self.reconcile_pass(None, false)
+    }
+
+    /// `strict` (commands): the first failure stops the pass, so that the ordering (new
+    /// namespaces before the old ones are rewritten) is never run past a failed step.
+    fn reconcile_pass(&mut self, pause: Option<Duration>, strict: bool) -> Result<(), DaemonError> {
         let desired = self.desired_all()?;
+        let mut errors: Vec<DaemonError> = Vec::new();
+        let failed = |e: DaemonError, errors: &mut Vec<DaemonError>| -> Result<(), DaemonError> {
+            if strict {
+                return Err(e);
+            }
+            tracing::error!("reconcile: {e}");
+            errors.push(e);
+            Ok(())
+        };
         let open = self.open_namespaces();
         let fresh: Vec<Option<String>> = desired
             .keys()
@@ -600,9 +621,14 @@ impl Daemon {
                     .as_deref()
                     .map(|l| self.handled_in(l))
                     .unwrap_or_default();
-                self.kernel.provision(&ns, &handled)?;
+                if let Err(e) = self.kernel.provision(&ns, &handled) {
+                    failed(e, &mut errors)?;
+                    continue;
+                }
             }
-            self.kernel.apply(&ns, d)?;
+            if let Err(e) = self.kernel.apply(&ns, d) {
+                failed(e.into(), &mut errors)?;
+            }
         }
         let gone: Vec<String> = self
             .open_namespaces()
@@ -614,9 +640,14 @@ impl Daemon {
             .into_iter()
             .collect();
         for label in gone {
-            self.kernel.remove_namespace(&label)?;
+            if let Err(e) = self.kernel.remove_namespace(&label) {
+                failed(e, &mut errors)?;
+            }
         }
-        Ok(())
+        match errors.into_iter().next() {
+            Some(e) => Err(e),
+            None => Ok(()),
+        }
     }
 
     /// Records the system namespace's settings ntkplane is about to change, unless a
@@ -798,7 +829,7 @@ impl Daemon {
     fn revert(&mut self, previous: System, error: String) -> Response {
         tracing::warn!("command failed ({error}): reverting the model and the kernel");
         self.system = previous;
-        if let Err(e) = self.reconcile() {
+        if let Err(e) = self.reconcile_best_effort() {
             tracing::error!("cannot bring the kernel back to the previous state: {e}");
             return Response::err(format!(
                 "{error} (the command was not applied; bringing the kernel back failed too: {e})"
@@ -1031,7 +1062,10 @@ impl Daemon {
             let now = Instant::now();
             if now >= last_resync + self.timing.resync {
                 if self.failures.contains_key("start") {
-                    match self.reconcile().and_then(|()| self.finish_dismissals()) {
+                    match self
+                        .reconcile_best_effort()
+                        .and_then(|()| self.finish_dismissals())
+                    {
                         Ok(()) => {
                             tracing::warn!("resync: the state refused at restart is now installed");
                             self.failures.remove("start");
@@ -1370,6 +1404,19 @@ mod tests {
         assert!(at("provision migr01") < at("apply migr01"), "{log:?}");
         assert!(at("apply migr01") < at("pause 300ms"), "{log:?}");
         assert!(at("pause 300ms") < at("apply default"), "{log:?}");
+
+        // A best-effort pass (start, resync): the system namespace refusing does not keep
+        // the identity namespace from being brought to the model.
+        fake.log.lock().unwrap().clear();
+        *fake.refuse.lock().unwrap() = Some(None);
+        assert!(d.reconcile_best_effort().is_err());
+        let log = fake.log.lock().unwrap().clone();
+        assert_eq!(log, ["apply default", "apply migr01"]);
+        // A command's pass stops at the first failure.
+        fake.log.lock().unwrap().clear();
+        assert!(d.reconcile().is_err());
+        assert_eq!(*fake.log.lock().unwrap(), ["apply default"]);
+        *fake.refuse.lock().unwrap() = None;
     }
 
     /// Issue 19, finding 2 over the fake: what changed behind the daemon's back is found by
