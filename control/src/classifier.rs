@@ -126,11 +126,77 @@ pub fn kernel_supports_fast_path() -> Result<(), String> {
     }
 }
 
-fn pin_err(path: &Path, e: impl std::fmt::Display) -> ClassifierError {
+/// A pin error naming the path, with every source of the error (the errno of a failed
+/// `BPF_OBJ_PIN`/`BPF_OBJ_GET` included).
+fn pin_err<E: Into<Box<dyn std::error::Error>>>(path: &Path, e: E) -> ClassifierError {
+    let e: Box<dyn std::error::Error> = e.into();
+    let mut detail = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        detail.push_str(": ");
+        detail.push_str(&s.to_string());
+        src = s.source();
+    }
     ClassifierError::Pin {
         path: path.to_path_buf(),
-        detail: e.to_string(),
+        detail,
     }
+}
+
+/// The ifindex the TCX link pinned at `path` is attached to: 0 when it was detached or its
+/// device is gone (the kernel's `tcx_link_fill_link_info`). Read with the raw `bpf(2)`
+/// calls, as aya does not expose it.
+pub fn pinned_link_ifindex(path: &Path) -> std::io::Result<u32> {
+    use std::os::unix::ffi::OsStrExt;
+    const BPF_OBJ_GET: libc::c_long = 7;
+    const BPF_OBJ_GET_INFO_BY_FD: libc::c_long = 15;
+    let cpath = std::ffi::CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // bpf_attr for BPF_OBJ_GET: pathname (u64), bpf_fd, file_flags, path_fd (u32 each);
+    // every other byte zero, as the kernel checks.
+    let mut attr = [0u64; 3];
+    attr[0] = cpath.as_ptr() as u64;
+    // SAFETY: attr is a valid, zero-padded bpf_attr prefix for BPF_OBJ_GET; its size is passed.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET,
+            attr.as_ptr(),
+            std::mem::size_of_val(&attr),
+        )
+    };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just gave us this descriptor.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd as i32) };
+    // struct bpf_link_info: type, id, prog_id (u32 each), then an 8-aligned union whose tcx
+    // member starts with the ifindex.
+    let mut info = [0u64; 16];
+    #[repr(C)]
+    struct GetInfo {
+        bpf_fd: u32,
+        info_len: u32,
+        info: u64,
+    }
+    let attr = GetInfo {
+        bpf_fd: std::os::fd::AsRawFd::as_raw_fd(&fd) as u32,
+        info_len: std::mem::size_of_val(&info) as u32,
+        info: info.as_mut_ptr() as u64,
+    };
+    // SAFETY: attr points at a buffer of info_len bytes that outlives the call.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_bpf,
+            BPF_OBJ_GET_INFO_BY_FD,
+            &attr as *const GetInfo,
+            std::mem::size_of::<GetInfo>(),
+        )
+    };
+    if r < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(info[2] as u32)
 }
 
 /// The entries of the neighbour map pinned under `dir` (a daemon's pin directory), sorted
@@ -300,8 +366,18 @@ impl Classifier {
         ensure_bpffs()?;
         let prog_pin = dir.join(PROG_PIN);
         if prog_pin.exists() {
-            return Self::adopt(netns, config, dir);
+            match Self::adopt(netns.clone(), config, dir) {
+                Ok(c) => return Ok(c),
+                Err(e @ ClassifierError::MaskMismatch { .. }) => return Err(e),
+                Err(e) => tracing::warn!(
+                    dir = %dir.display(),
+                    "the pinned classifier cannot be adopted ({e}): replacing it"
+                ),
+            }
         }
+        // A partial pin set (a crash between pinning the maps and the program) or one that
+        // cannot be adopted: replaced, never a reason to fail.
+        Self::clear_pins(dir)?;
         std::fs::create_dir_all(dir).map_err(|e| pin_err(dir, e))?;
         let (mut ebpf, neighbours, stats) = Self::load_fresh(config, Some(dir))?;
         let fp = Self::take_fast_path_maps(&mut ebpf, config, Some(dir))?;
@@ -323,6 +399,28 @@ impl Classifier {
         )?;
         c.fp = fp;
         Ok(c)
+    }
+
+    /// Removes every pin under `dir` (link pins first: unpinning a link that nothing else
+    /// holds detaches it).
+    fn clear_pins(dir: &Path) -> Result<(), ClassifierError> {
+        let mut names: Vec<PathBuf> = match std::fs::read_dir(dir) {
+            Ok(rd) => rd.flatten().map(|e| e.path()).collect(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(pin_err(dir, e)),
+        };
+        if names.is_empty() {
+            return Ok(());
+        }
+        names.sort_by_key(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with(LINK_PIN_PREFIX))
+        });
+        for p in &names {
+            std::fs::remove_file(p).map_err(|e| pin_err(p, e))?;
+        }
+        tracing::warn!(dir = %dir.display(), pins = names.len(), "stale or partial pin set removed");
+        Ok(())
     }
 
     fn adopt(netns: Netns, config: ClassifierConfig, dir: &Path) -> Result<Self, ClassifierError> {
@@ -391,6 +489,22 @@ impl Classifier {
             let e = e.map_err(|e| pin_err(dir, e))?;
             let name = e.file_name().to_string_lossy().into_owned();
             if let Some(iface) = name.strip_prefix(LINK_PIN_PREFIX) {
+                // A link detached behind our back, or left on an interface since deleted
+                // (and maybe re-created): dropped, so the reconciler attaches again.
+                let now = netns
+                    .run(|| nix::net::if_::if_nametoindex(iface).unwrap_or(0))
+                    .unwrap_or(0);
+                let on = pinned_link_ifindex(&e.path()).unwrap_or(0);
+                if on == 0 || on != now {
+                    tracing::warn!(
+                        iface,
+                        pinned_on = on,
+                        current = now,
+                        "pinned classifier link is dead: re-attaching"
+                    );
+                    std::fs::remove_file(e.path()).map_err(|err| pin_err(&e.path(), err))?;
+                    continue;
+                }
                 let l = PinnedLink::from_pin(e.path()).map_err(|err| pin_err(&e.path(), err))?;
                 links.insert(iface.to_string(), Attachment::Pinned(l));
             }
@@ -616,6 +730,40 @@ impl Classifier {
         tracing::info!(iface, netns = ?netns, "classifier attached (tc ingress)");
         self.links.insert(iface.to_string(), attachment);
         Ok(())
+    }
+
+    /// Forgets the pinned links that are no longer attached to the interface of their name
+    /// (detached behind our back, or the interface deleted, maybe re-created): their pins
+    /// are removed, so that [`Classifier::attach`] attaches again. Returns their interfaces.
+    pub fn prune_dead_links(&mut self) -> Vec<String> {
+        let Some(dir) = self.pin_dir.clone() else {
+            return vec![];
+        };
+        let netns = self.netns.clone();
+        let dead: Vec<String> = self
+            .links
+            .iter()
+            .filter(|(_, a)| matches!(a, Attachment::Pinned(_)))
+            .map(|(i, _)| i.clone())
+            .filter(|iface| {
+                let pin = dir.join(format!("{LINK_PIN_PREFIX}{iface}"));
+                let on = pinned_link_ifindex(&pin).unwrap_or(0);
+                let name = iface.clone();
+                let now = netns
+                    .run(move || nix::net::if_::if_nametoindex(name.as_str()).unwrap_or(0))
+                    .unwrap_or(0);
+                on == 0 || on != now
+            })
+            .collect();
+        for iface in &dead {
+            self.links.remove(iface);
+            let _ = std::fs::remove_file(dir.join(format!("{LINK_PIN_PREFIX}{iface}")));
+            tracing::warn!(
+                iface,
+                "classifier link found dead (detached, or the interface re-created)"
+            );
+        }
+        dead
     }
 
     /// Detaches from `iface`.

@@ -1,5 +1,5 @@
 //! The `ntkplane` command: the daemon (`run`), its client commands, and `addr`.
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode, sync::atomic::AtomicBool};
+use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
 
 use clap::{Args, Parser, Subcommand};
 use ntkplane::{
@@ -79,6 +79,39 @@ struct RunArgs {
     /// g-node (qspn.md §13.2; the reference's 10000). For tests: a shorter wait.
     #[arg(long, default_value_t = ntkplane::system::BOOTSTRAP_TIMEOUT_MS, value_name = "MS")]
     bootstrap_timeout_ms: u64,
+    /// Seconds between two full resyncs of routes, rules and addresses with the model
+    /// (changes behind ntkplane's back are also repaired on rtnetlink events, and the nft
+    /// table and the classifier are checked every 2 s)
+    #[arg(long, default_value_t = 60, value_name = "S")]
+    resync_interval: u64,
+    /// Drop the persisted state of this instance and start afresh (a restart whose options
+    /// differ from the persisted ones is refused without it)
+    #[arg(long)]
+    discard_state: bool,
+}
+
+impl RunArgs {
+    /// The options the model is built from, as persisted next to the state and compared at
+    /// restart (flag → value).
+    fn model_args(&self, mask: u32) -> std::collections::BTreeMap<String, String> {
+        [
+            ("--topology", self.topology.clone()),
+            ("--address", self.address.clone()),
+            ("--interface", self.interfaces.join(" ")),
+            ("--subnet-level", self.subnet_level.to_string()),
+            ("--serve-anonymous", self.serve_anonymous.to_string()),
+            ("--no-anonymizer", self.no_anonymizer.to_string()),
+            ("--base", self.base.clone()),
+            ("--mark-mask", format!("{mask:#x}")),
+            (
+                "--netns",
+                self.netns.clone().unwrap_or_else(|| "(current)".into()),
+            ),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
+    }
 }
 
 #[derive(Args)]
@@ -135,12 +168,6 @@ fn addr(a: AddrArgs) -> ExitCode {
         print!("{}", r.to_text(&t, &n));
     }
     ExitCode::SUCCESS
-}
-
-static STOP: AtomicBool = AtomicBool::new(false);
-
-extern "C" fn on_signal(_: libc::c_int) {
-    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// Random link-local 169.254.<0..254>.<0..254>, as qspnclient draws them.
@@ -220,15 +247,20 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
         };
         Ok(System::init(config, &a.address)?)
     };
-    let mut d = Daemon::start(paths, netns.clone(), a.bootstrap_timeout_ms, init)?;
-    for sig in [
-        nix::sys::signal::Signal::SIGTERM,
-        nix::sys::signal::Signal::SIGINT,
-    ] {
-        // SAFETY: the handler only stores to an atomic.
-        unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::Handler(on_signal)) }?;
-    }
-    d.serve(&STOP)?;
+    let args = a.model_args(mask);
+    let mut d = Daemon::start(
+        paths,
+        netns.clone(),
+        a.bootstrap_timeout_ms,
+        &args,
+        a.discard_state,
+        init,
+    )?;
+    d.set_timing(ntkplane::daemon::Timing {
+        resync: std::time::Duration::from_secs(a.resync_interval.max(1)),
+        ..Default::default()
+    });
+    d.serve()?;
     Ok(())
 }
 
@@ -261,7 +293,14 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
-    let socket = cli.run_dir.join(format!("{}.sock", cli.instance));
+    if let Err(e) = ntkplane::daemon::check_instance(&cli.instance) {
+        return usage_error(format_args!("--instance: {e}"));
+    }
+    let socket = ntkplane::daemon::Paths {
+        run_dir: cli.run_dir.clone(),
+        ..ntkplane::daemon::Paths::new(&cli.instance)
+    }
+    .socket();
     let req = match cli.command {
         Command::Run(a) => {
             return match run(&cli.instance, cli.run_dir.clone(), a) {

@@ -36,6 +36,17 @@ fn built(name: &str) -> PathBuf {
     p
 }
 
+/// The reference test daemon's options (β₁ `2.1.1.1`, one NIC `eth1`).
+pub const REFERENCE: &[&str] = &[
+    "--topology",
+    "4.2.2.2",
+    "--address",
+    "2.1.1.1",
+    "--interface",
+    "eth1=169.254.96.141",
+    "--serve-anonymous",
+];
+
 /// One daemon instance with private run/state directories; killed on drop.
 pub struct Instance {
     pub name: String,
@@ -47,7 +58,12 @@ pub struct Instance {
 
 impl Instance {
     pub fn new(ns: &Ns) -> Instance {
-        let name = format!("{}d", ns.name);
+        Self::named(ns, &format!("{}d", ns.name))
+    }
+
+    /// An instance called `name` whose system namespace is `ns`.
+    pub fn named(ns: &Ns, name: &str) -> Instance {
+        let name = name.to_string();
         let tmp = std::env::temp_dir();
         Instance {
             run_dir: tmp.join(format!("{name}-run")),
@@ -67,15 +83,7 @@ impl Instance {
 
     /// Starts the reference test daemon (β₁ `2.1.1.1`, one NIC `eth1`).
     pub fn start(&mut self) {
-        self.start_with(&[
-            "--topology",
-            "4.2.2.2",
-            "--address",
-            "2.1.1.1",
-            "--interface",
-            "eth1=169.254.96.141",
-            "--serve-anonymous",
-        ]);
+        self.start_with(REFERENCE);
     }
 
     /// Starts `ntkplane run` with these options (plus namespace, state and rt_tables dirs).
@@ -84,7 +92,11 @@ impl Instance {
             .cmd()
             .args(["run", "--netns", &self.netns])
             .args(opts)
-            .args(["--rt-tables-dir", "none"])
+            .args(if opts.contains(&"--rt-tables-dir") {
+                &[][..]
+            } else {
+                &["--rt-tables-dir", "none"][..]
+            })
             .arg("--state-dir")
             .arg(&self.state_dir)
             .stdout(Stdio::null())
@@ -100,6 +112,53 @@ impl Instance {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+    }
+
+    /// `ntkplane run` with the reference options (and `extra`) that is expected to exit on
+    /// its own (a refused start): its exit code and stderr. Killed after 10 s.
+    pub fn run_refused(&self, extra: &[&str]) -> (i32, String) {
+        Self::refused(self.run_cmd(extra))
+    }
+
+    /// Runs `cmd` (a `run` expected to fail): its exit code and stderr. Killed after 10 s.
+    pub fn refused(mut cmd: Command) -> (i32, String) {
+        let mut child = cmd
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let t0 = Instant::now();
+        loop {
+            if let Some(st) = child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                child
+                    .stderr
+                    .take()
+                    .unwrap()
+                    .read_to_string(&mut err)
+                    .unwrap();
+                return (st.code().unwrap_or(-1), err);
+            }
+            if t0.elapsed() > Duration::from_secs(10) {
+                let _ = child.kill();
+                let _ = child.wait();
+                return (-1, "still running after 10 s".into());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The `run` command line: the reference options, then `extra`.
+    pub fn run_cmd(&self, extra: &[&str]) -> Command {
+        let mut c = self.cmd();
+        c.args(["run", "--netns", &self.netns])
+            .args(REFERENCE)
+            .args(extra)
+            .args(["--rt-tables-dir", "none"])
+            .arg("--state-dir")
+            .arg(&self.state_dir);
+        c
     }
 
     pub fn client(&self, args: &[&str]) -> (i32, String, String) {

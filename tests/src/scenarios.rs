@@ -48,9 +48,9 @@ pub fn lambda1_s2d() -> ForwardingState {
 }
 
 /// The reconciler's input for a state on a node whose only interface is `eth1`.
-pub fn desired(st: &ForwardingState) -> ntkplane::kernel::Desired {
+pub fn desired(st: &ForwardingState) -> ntkplane::plan::Desired {
     let (state, table_names) = kernel(st);
-    ntkplane::kernel::Desired {
+    ntkplane::plan::Desired {
         interfaces: vec!["eth1".into()],
         state,
         table_names,

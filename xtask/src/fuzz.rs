@@ -16,12 +16,21 @@ struct Target {
     seed_ext: &'static str,
 }
 
-const TARGETS: &[Target] = &[Target {
-    name: "scenario",
-    krate: "lab",
-    seeds: "scenarios",
-    seed_ext: "toml",
-}];
+const TARGETS: &[Target] = &[
+    Target {
+        name: "scenario",
+        krate: "lab",
+        seeds: "scenarios",
+        seed_ext: "toml",
+    },
+    // The control protocol decoder and the model step of every request (daemon::model_step).
+    Target {
+        name: "control",
+        krate: "control",
+        seeds: "control/fuzz/seeds",
+        seed_ext: "json",
+    },
+];
 
 pub fn names() -> String {
     TARGETS

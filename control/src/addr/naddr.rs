@@ -13,6 +13,7 @@ pub struct NtkAddress(Vec<u32>);
 /// A destination relative to an address: the level-`lvl` g-node with the address's
 /// positions above `lvl` and position `pos` at `lvl`.
 #[derive(Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct HCoord {
     pub lvl: usize,
     pub pos: u32,

@@ -165,6 +165,7 @@ impl std::str::FromStr for OpRef {
 /// (destinations left out are forgotten). JSON:
 /// `{"neighbours":[{"arc":0,"address":"2.1.1.0"}],"paths":[{"dest":{"lvl":0,"pos":0},"paths":[…]}]}`.
 #[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Feed {
     #[serde(default)]
     pub neighbours: Vec<KnownNeighbour>,
@@ -173,12 +174,14 @@ pub struct Feed {
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct KnownNeighbour {
     pub arc: u32,
     pub address: String,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct DestPaths {
     pub dest: HCoord,
     pub paths: Vec<Path>,
@@ -240,7 +243,7 @@ impl PrepareArgs {
 /// one `ntkplane <kebab-case-name>` and one JSON request `{"command": "<kebab-case-name>", …}`,
 /// named after qspnclient's command where one exists.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, clap::Subcommand)]
-#[serde(tag = "command", rename_all = "kebab-case")]
+#[serde(tag = "command", rename_all = "kebab-case", deny_unknown_fields)]
 pub enum Request {
     /// A neighbour identity seen on a NIC (what Neighborhood/Identities told qspnclient)
     AddIdentityArc {
@@ -347,15 +350,15 @@ pub enum Request {
     /// Dismiss a connectivity identity (and, chained, the one it was copied from)
     RemoveIdentity { identity: u32 },
     /// Identities: index, address, kind, namespace
-    ShowIdentities,
+    ShowIdentities {},
     /// The arcs of one identity
     ShowArcs { identity: u32 },
     /// Tables with route counts, rules and per-neighbour packet counters
-    ShowTables,
+    ShowTables {},
     /// A summary of the daemon's state
-    Status,
+    Status {},
     /// Stop the daemon, removing everything it installed
-    Quit,
+    Quit {},
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -381,5 +384,51 @@ impl Response {
             error: Some(e.to_string()),
             data: Value::Null,
         }
+    }
+}
+
+/// Decodes one request line (without its newline): invalid UTF-8, malformed JSON and
+/// unknown fields are errors naming the problem (the daemon answers them, never drops them).
+pub fn decode(line: &[u8]) -> Result<Request, String> {
+    let text =
+        std::str::from_utf8(line).map_err(|e| format!("malformed request: not UTF-8 ({e})"))?;
+    serde_json::from_str(text.trim()).map_err(|e| format!("malformed request: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_fields_are_refused() {
+        let ok = [
+            r#"{"command":"status"}"#,
+            r#"{"command":"remove-arc","identity":0,"arc":1}"#,
+            r#"{"command":"set-paths","identity":0,"dest":{"lvl":0,"pos":0},"paths":[{"arc":0,"hops":[{"lvl":0,"pos":0}],"cost":1}]}"#,
+            r#"{"command":"etp","identity":0,"feed":{"neighbours":[{"arc":0,"address":"1.0"}],"paths":[]}}"#,
+            r#"{"command":"prepare-migrate-phase-1","identity":0,"guest_level":0,"host_level":1,"host_addr":"1.1","host_elderships":"","pos1":0,"pos1_eldership":0,"pos2":0,"pos2_eldership":0,"conn_pos":0,"conn_pos_eldership":0,"op_id":1,"prev_op_id":null}"#,
+        ];
+        for l in ok {
+            decode(l.as_bytes()).unwrap_or_else(|e| panic!("{l}: {e}"));
+        }
+        let bad = [
+            r#"{"command":"status","x":1}"#,
+            r#"{"command":"remove-arc","identity":0,"arc":1,"force":true}"#,
+            r#"{"command":"set-paths","identity":0,"dest":{"lvl":0,"pos":0,"x":0},"paths":[]}"#,
+            r#"{"command":"set-paths","identity":0,"dest":{"lvl":0,"pos":0},"paths":[{"arc":0,"hops":[{"lvl":0,"pos":0}],"cost":1,"x":2}]}"#,
+            r#"{"command":"etp","identity":0,"feed":{"neighbours":[],"paths":[],"x":[]}}"#,
+            r#"{"command":"etp","identity":0,"feed":{"neighbours":[{"arc":0,"address":"1.0","x":1}]}}"#,
+            r#"{"command":"prepare-migrate-phase-1","identity":0,"guest_level":0,"host_level":1,"host_addr":"1.1","host_elderships":"","pos1":0,"pos1_eldership":0,"pos2":0,"pos2_eldership":0,"conn_pos":0,"conn_pos_eldership":0,"op_id":1,"prev_op_id":null,"x":1}"#,
+        ];
+        for l in bad {
+            let e = decode(l.as_bytes()).expect_err(l);
+            assert!(e.contains("unknown field"), "{l}: {e}");
+        }
+    }
+
+    #[test]
+    fn invalid_utf8_is_an_error_not_silence() {
+        let e = decode(b"{\"command\":\"st\xffatus\"}").unwrap_err();
+        assert!(e.contains("not UTF-8"), "{e}");
     }
 }

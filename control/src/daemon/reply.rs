@@ -104,6 +104,12 @@ pub struct TableRow {
     pub name: String,
     pub routes: usize,
     pub rule: bool,
+    /// What the kernel holds: routes in the table and whether its rule is there (`None`
+    /// when the namespace could not be read).
+    #[serde(default)]
+    pub kernel_routes: Option<usize>,
+    #[serde(default)]
+    pub kernel_rule: Option<bool>,
     /// Packets the classifier counted from this neighbour (`None` for `ntk`).
     pub packets: Option<u64>,
     /// With the eBPF fast path: this neighbour's packets per outcome (`forwarded` in TC, or
@@ -115,6 +121,18 @@ pub struct TableRow {
 /// `status`.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
+    /// The kernel holds exactly what the model wants, and nothing failed.
+    #[serde(default)]
+    pub dataplane_matches: bool,
+    /// Operations that would bring the kernel to the model now (0 when it matches).
+    #[serde(default)]
+    pub drift: usize,
+    /// Kernel operations done to repair changes made behind ntkplane's back.
+    #[serde(default)]
+    pub repairs: u64,
+    /// Namespaces that could not be brought to the model, with the error (retried).
+    #[serde(default)]
+    pub failures: BTreeMap<String, String>,
     pub instance: String,
     pub topology: String,
     pub identities: usize,

@@ -57,6 +57,7 @@ pub struct QspnArc {
 /// A path QSPN knows: first hop and hop list (HCoords relative to the identity, the
 /// destination last).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct Path {
     pub arc: u32,
     pub hops: Vec<HCoord>,

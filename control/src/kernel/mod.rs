@@ -6,7 +6,9 @@ pub mod rt_tables;
 pub mod rtnl;
 pub mod sysctl;
 
-pub use reconcile::{Desired, KernelError, Reconciler, Report};
+/// The desired content of a namespace is the model's (`plan`); re-exported for callers.
+pub use crate::plan::Desired;
+pub use reconcile::{KernelError, Reconciler, Report};
 
 use crate::netns::{Netns, NetnsError};
 

@@ -32,6 +32,9 @@ pub struct Observed {
     pub nat: NatState,
     pub skeleton: Skeleton,
     pub maps: BTreeMap<String, BTreeSet<(Ipv4Prefix, Ipv4Prefix)>>,
+    /// Rules that are not ntkplane's (no NAT statement: a `drop` added by hand): their
+    /// presence makes the table be rebuilt.
+    pub foreign: usize,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -76,7 +79,9 @@ fn run(args: &[&str], stdin: Option<&str>) -> Result<(bool, String, String), Nft
 /// empty state removes it.
 pub fn apply(nat: &NatState) -> Result<NatChange, NftError> {
     let current = observe_full()?;
-    if let Some(cur) = current.filter(|c| !nat.is_empty() && c.skeleton == nat.skeleton()) {
+    if let Some(cur) =
+        current.filter(|c| !nat.is_empty() && c.foreign == 0 && c.skeleton == nat.skeleton())
+    {
         let want = nat.maps();
         let mut script = String::new();
         for (name, elems) in &cur.maps {
@@ -193,9 +198,17 @@ pub fn parse(json: &str) -> Result<Observed, NftError> {
     }
     let mut s = NatState::default();
     let mut post_maps: BTreeMap<String, Ipv4Prefix> = BTreeMap::new();
+    let mut foreign = 0;
     for o in objs {
         let Some(r) = o.get("rule") else { continue };
         let exprs = r["expr"].as_array().cloned().unwrap_or_default();
+        if !exprs
+            .iter()
+            .any(|e| e.get("dnat").is_some() || e.get("snat").is_some())
+        {
+            foreign += 1;
+            continue;
+        }
         let mut saddr = None;
         let mut daddr = None;
         for e in &exprs {
@@ -249,5 +262,6 @@ pub fn parse(json: &str) -> Result<Observed, NftError> {
         nat: s,
         skeleton,
         maps,
+        foreign,
     })
 }

@@ -18,7 +18,7 @@ use super::{
 use crate::{
     classifier::{Classifier, ClassifierConfig, ClassifierError},
     netns::{Netns, NetnsError},
-    plan::{diff, KernelState, Op},
+    plan::{diff, Desired, KernelState, Op},
 };
 
 #[derive(Debug, thiserror::Error)]
@@ -37,22 +37,18 @@ pub enum KernelError {
         #[source]
         source: std::io::Error,
     },
+    #[error("the kernel refused {count} of {of} operations (the others were done): {errors}")]
+    Refused {
+        count: usize,
+        of: usize,
+        errors: String,
+    },
     #[error("rt_tables file {path}: {source}")]
     RtTables {
         path: PathBuf,
         #[source]
         source: std::io::Error,
     },
-}
-
-/// The desired content of one namespace.
-#[derive(Clone, Debug, Default)]
-pub struct Desired {
-    /// Interfaces ntkplane manages here: up, the spec's sysctls, the classifier attached.
-    pub interfaces: Vec<String>,
-    pub state: KernelState,
-    /// Table names for the rt_tables file.
-    pub table_names: BTreeMap<u32, String>,
 }
 
 /// What one `apply` did.
@@ -79,6 +75,8 @@ pub struct Reconciler {
     classifier: Classifier,
     rt_tables: Option<PathBuf>,
     last: Option<KernelState>,
+    /// Rules in ntkplane's nft table that are not ntkplane's (seen by the last observation).
+    foreign_nft: usize,
 }
 
 impl Reconciler {
@@ -100,6 +98,7 @@ impl Reconciler {
             classifier,
             rt_tables,
             last: None,
+            foreign_nft: 0,
         })
     }
 
@@ -136,6 +135,7 @@ impl Reconciler {
             classifier,
             rt_tables,
             last: None,
+            foreign_nft: 0,
         })
     }
 
@@ -148,19 +148,24 @@ impl Reconciler {
     }
 
     /// What ntkplane currently has in the namespace.
-    pub fn observe(&self) -> Result<KernelState, KernelError> {
-        let mut k = in_netns(&self.netns, |rt| {
+    pub fn observe(&mut self) -> Result<KernelState, KernelError> {
+        let (mut k, foreign) = in_netns(&self.netns, |rt| {
             rt.block_on(async {
                 let r = Rtnl::connect().await?;
-                Ok::<_, KernelError>(KernelState {
-                    addresses: r.addresses().await?.into_iter().collect(),
-                    routes: r.routes().await?.into_iter().collect(),
-                    rules: r.rules().await?.into_iter().map(|(r, _)| r).collect(),
-                    nat: nft::observe()?,
-                    ..Default::default()
-                })
+                let nft = nft::observe_full()?;
+                Ok::<_, KernelError>((
+                    KernelState {
+                        addresses: r.addresses().await?.into_iter().collect(),
+                        routes: r.routes().await?.into_iter().collect(),
+                        rules: r.rules().await?.into_iter().map(|(r, _)| r).collect(),
+                        nat: nft.as_ref().map(|o| o.nat.clone()).unwrap_or_default(),
+                        ..Default::default()
+                    },
+                    nft.map_or(0, |o| o.foreign),
+                ))
             })
         })??;
+        self.foreign_nft = foreign;
         k.marks = self
             .classifier
             .entries()?
@@ -206,7 +211,8 @@ impl Reconciler {
         report.sysctls = sysctls;
         report.links_up = ups;
 
-        // The classifier on exactly the managed interfaces.
+        // The classifier on exactly the managed interfaces (dead links forgotten first).
+        report.detached += self.classifier.prune_dead_links().len();
         let want: BTreeSet<&str> = desired.interfaces.iter().map(String::as_str).collect();
         let have: Vec<String> = self.classifier.attached().map(str::to_string).collect();
         for i in have.iter().filter(|i| !want.contains(i.as_str())) {
@@ -221,7 +227,11 @@ impl Reconciler {
         }
 
         let observed = self.observe()?;
-        let ops = diff(&desired.state, &observed);
+        let mut ops = diff(&desired.state, &observed);
+        if self.foreign_nft > 0 && !ops.iter().any(|o| matches!(o, Op::SetNat(_))) {
+            tracing::warn!(netns = ?self.netns, rules = self.foreign_nft, "foreign rules in ntkplane's nft table: rebuilding it");
+            ops.push(Op::SetNat(desired.state.nat.clone()));
+        }
         if !ops.is_empty() && self.last.as_ref() == Some(&desired.state) {
             tracing::warn!(netns = ?self.netns, ops = ops.len(), "state changed behind ntkplane's back: repairing");
         }
@@ -230,7 +240,7 @@ impl Reconciler {
             // Before rules go: the fast path stops using a table before the stack does.
             self.sync_fast_path_tables(&active, false)?;
         }
-        self.execute(&ops)?;
+        let executed = self.execute(&ops);
         if self.classifier.fast_path() {
             // After rules come: the fast path uses a table only once the stack would.
             self.sync_fast_path_tables(&active, true)?;
@@ -246,8 +256,11 @@ impl Reconciler {
             })?;
         }
         self.last = Some(desired.state.clone());
+        executed?;
         report.ops = ops;
-        tracing::info!(netns = ?self.netns, ops = report.total(), "applied");
+        if report.total() > 0 {
+            tracing::info!(netns = ?self.netns, ops = report.total(), "applied");
+        }
         Ok(report)
     }
 
@@ -268,65 +281,142 @@ impl Reconciler {
         Ok(())
     }
 
+    /// The cheap check, for what sends no rtnetlink event: the classifier's links (alive,
+    /// on the current interface) and map entries, and ntkplane's nft table (content and
+    /// foreign rules). Repairs what differs; routes, rules and addresses are left to the
+    /// events and the full resync ([`Reconciler::apply`]).
+    pub fn check_cheap(&mut self, desired: &Desired) -> Result<Report, KernelError> {
+        let mut report = Report::default();
+        report.detached += self.classifier.prune_dead_links().len();
+        let have: Vec<String> = self.classifier.attached().map(str::to_string).collect();
+        for i in &desired.interfaces {
+            if !have.contains(i) {
+                self.classifier.attach(i)?;
+                report.attached += 1;
+            }
+        }
+        let nft = in_netns(&self.netns, |_| nft::observe_full())??;
+        self.foreign_nft = nft.as_ref().map_or(0, |o| o.foreign);
+        let mut observed = desired.state.clone();
+        observed.nat = nft.map(|o| o.nat).unwrap_or_default();
+        observed.marks = self
+            .classifier
+            .entries()?
+            .into_iter()
+            .map(|(mac, e)| (mac, e.mark))
+            .collect();
+        let mut ops = diff(&desired.state, &observed);
+        if self.foreign_nft > 0 && !ops.iter().any(|o| matches!(o, Op::SetNat(_))) {
+            ops.push(Op::SetNat(desired.state.nat.clone()));
+        }
+        self.execute(&ops)?;
+        if self.classifier.fast_path() {
+            // A repaired map entry gets its lookup table back only while its rule exists.
+            self.sync_fast_path_tables(&active_tables(&desired.state), true)?;
+            self.classifier
+                .set_excluded(&fast_path_exclusions(&desired.state))?;
+        }
+        report.ops = ops;
+        Ok(report)
+    }
+
+    /// How many operations would bring the namespace to `desired` (0: it matches).
+    pub fn drift(&mut self, desired: &Desired) -> Result<usize, KernelError> {
+        let observed = self.observe()?;
+        let mut n = diff(&desired.state, &observed).len() + (self.foreign_nft > 0) as usize;
+        let have: Vec<String> = self.classifier.attached().map(str::to_string).collect();
+        n += desired
+            .interfaces
+            .iter()
+            .filter(|i| !have.contains(i))
+            .count();
+        Ok(n)
+    }
+
+    /// Performs `ops` in order. One operation the kernel refuses does not stop the others
+    /// (a route whose gateway is unreachable must not keep the rest of the table out): every
+    /// one is attempted, and the refused ones are returned together.
     fn execute(&mut self, ops: &[Op]) -> Result<(), KernelError> {
         let netns = self.netns.clone();
         let classifier = &mut self.classifier;
-        in_netns(&netns, |rt| {
+        let failed = in_netns(&netns, |rt| {
             rt.block_on(async {
                 let r = Rtnl::connect().await?;
                 let mut rules: Option<Vec<_>> = None;
+                let mut failed: Vec<String> = Vec::new();
                 for op in ops {
                     tracing::debug!(?op, "apply");
-                    match op {
-                        Op::AddAddress { dev, addr } => r.add_address(dev, *addr).await?,
-                        Op::DelAddress { dev, addr } => r.del_address(dev, *addr).await?,
-                        Op::ReplaceRoute {
-                            table,
-                            prefix,
-                            route,
-                        } => r.replace_route(*table, *prefix, route).await?,
-                        Op::DelRoute { table, prefix } => r.del_route(*table, *prefix).await?,
-                        Op::AddRule(rule) => r.add_rule(rule).await?,
-                        Op::DelRule(rule) => {
-                            if rules.is_none() {
-                                rules = Some(r.rules().await?);
+                    let done: Result<(), KernelError> = async {
+                        match op {
+                            Op::AddAddress { dev, addr } => r.add_address(dev, *addr).await?,
+                            Op::DelAddress { dev, addr } => r.del_address(dev, *addr).await?,
+                            Op::ReplaceRoute {
+                                table,
+                                prefix,
+                                route,
+                            } => r.replace_route(*table, *prefix, route).await?,
+                            Op::DelRoute { table, prefix } => r.del_route(*table, *prefix).await?,
+                            Op::AddRule(rule) => r.add_rule(rule).await?,
+                            Op::DelRule(rule) => {
+                                if rules.is_none() {
+                                    rules = Some(r.rules().await?);
+                                }
+                                let msg = rules
+                                    .as_ref()
+                                    .unwrap()
+                                    .iter()
+                                    .find(|(k, _)| k == rule)
+                                    .map(|(_, m)| m.clone());
+                                if let Some(m) = msg {
+                                    r.del_rule(m).await?;
+                                }
                             }
-                            let msg = rules
-                                .as_ref()
-                                .unwrap()
-                                .iter()
-                                .find(|(k, _)| k == rule)
-                                .map(|(_, m)| m.clone());
-                            if let Some(m) = msg {
-                                r.del_rule(m).await?;
+                            Op::SetMark { mac, mark } => {
+                                // The fast path's table is set once the rule exists (see
+                                // apply).
+                                let table = if classifier.fast_path() { 0 } else { *mark };
+                                classifier.insert(*mac, *mark, table)?
+                            }
+                            Op::DelMark { mac } => {
+                                classifier.remove(*mac)?;
+                            }
+                            Op::SetNat(nat) => {
+                                let how = nft::apply(nat)?;
+                                tracing::debug!(?how, "nat applied");
                             }
                         }
-                        Op::SetMark { mac, mark } => {
-                            // The fast path's table is set once the rule exists (see apply).
-                            let table = if classifier.fast_path() { 0 } else { *mark };
-                            classifier.insert(*mac, *mark, table)?
-                        }
-                        Op::DelMark { mac } => {
-                            classifier.remove(*mac)?;
-                        }
-                        Op::SetNat(nat) => {
-                            let how = nft::apply(nat)?;
-                            tracing::debug!(?how, "nat applied");
-                        }
+                        Ok(())
+                    }
+                    .await;
+                    if let Err(e) = done {
+                        tracing::warn!(?op, "the kernel refused: {e}");
+                        failed.push(e.to_string());
                     }
                 }
-                Ok::<_, KernelError>(())
+                Ok::<_, KernelError>(failed)
             })
-        })?
+        })??;
+        if failed.is_empty() {
+            Ok(())
+        } else {
+            Err(KernelError::Refused {
+                count: failed.len(),
+                of: ops.len(),
+                errors: failed.join("; "),
+            })
+        }
     }
 
     /// Removes everything ntkplane installed in the namespace: routes, rules, addresses,
     /// NAT table, classifier entries and attachments, the rt_tables file.
+    /// Both steps are attempted even when the first fails; the first error is returned.
     pub fn cleanup(&mut self) -> Result<Report, KernelError> {
         let empty = Desired::default();
-        let report = self.apply(&empty)?;
-        self.classifier.unpin()?;
+        let report = self.apply(&empty);
+        let unpinned = self.classifier.unpin();
         self.last = None;
+        let report = report?;
+        unpinned?;
         Ok(report)
     }
 }

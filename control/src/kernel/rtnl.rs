@@ -262,6 +262,21 @@ impl Rtnl {
         Ok(())
     }
 
+    /// Sets `name` administratively down.
+    pub async fn set_down(&mut self, name: &str) -> Result<(), RtnlError> {
+        let i = self.index(name)?;
+        self.h
+            .link()
+            .set(LinkUnspec::new_with_index(i).down().build())
+            .execute()
+            .await
+            .map_err(req(format!("set {name} down")))?;
+        if let Some(l) = self.links.get_mut(name) {
+            l.up = false;
+        }
+        Ok(())
+    }
+
     /// Creates macvlan `name` on the lower device `lower` (a NIC of this namespace), directly
     /// inside the namespace `target` (an identity's pseudo-interface), optionally with a fixed
     /// MAC. Mode: the kernel default used by `ip` (VEPA), as in the reference.

@@ -132,3 +132,13 @@ impl KernelState {
         self.routes.keys().map(|(t, _)| *t).collect()
     }
 }
+
+/// The desired content of one namespace (what the reconciler converges it to).
+#[derive(Clone, Debug, Default)]
+pub struct Desired {
+    /// Interfaces ntkplane manages here: up, the spec's sysctls, the classifier attached.
+    pub interfaces: Vec<String>,
+    pub state: KernelState,
+    /// Table names for the rt_tables file.
+    pub table_names: std::collections::BTreeMap<u32, String>,
+}

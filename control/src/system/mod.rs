@@ -18,8 +18,8 @@ use crate::{
         self, state::StateError, tables::AllocError, Arc, IdentityInput, Interface, Path, QspnArc,
         TableIds,
     },
-    kernel::Desired,
     mac::MacAddr,
+    plan::Desired,
     plan::KernelState,
 };
 
@@ -169,6 +169,10 @@ pub enum SystemError {
     PathArc { identity: u32, arc: u32 },
     #[error("path to {dest}: its last hop must be the destination")]
     PathEnd { dest: HCoord },
+    #[error("path to {dest}: hop {hop} does not exist in this topology")]
+    BadHop { dest: HCoord, hop: HCoord },
+    #[error("mark mask {0:#x} does not cover the table ids 200..=250 (it must include 0xff)")]
+    MarkMaskTooNarrow(u32),
     #[error("table ids exhausted or inconsistent: {0}")]
     Alloc(#[from] AllocError),
     #[error("forwarding state: {0}")]
@@ -240,6 +244,12 @@ impl System {
         }
         if config.nics.is_empty() {
             return Err(SystemError::NoInterface);
+        }
+        if crate::fwd::tables::CLASSIC_POOL
+            .clone()
+            .any(|t| t & !config.mark_mask != 0)
+        {
+            return Err(SystemError::MarkMaskTooNarrow(config.mark_mask));
         }
         let mut seen = BTreeSet::new();
         for nic in &config.nics {
@@ -428,6 +438,13 @@ impl System {
             }
             if p.hops.last() != Some(&dest) {
                 return Err(SystemError::PathEnd { dest });
+            }
+            if let Some(hop) = p
+                .hops
+                .iter()
+                .find(|h| h.lvl >= t.levels() || h.pos >= 2 * t.gsize(h.lvl))
+            {
+                return Err(SystemError::BadHop { dest, hop: *hop });
             }
         }
         let id = self.identity_mut(idx)?;

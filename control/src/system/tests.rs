@@ -74,6 +74,48 @@ fn init_validates_and_names_the_problem() {
         System::init(c, "2.1.1.1"),
         Err(SystemError::BadMac(_))
     ));
+    // Issue 19: a mark mask that cannot hold the table ids is refused at init, not at the
+    // first add-qspn-arc.
+    let mut c = config();
+    c.mark_mask = 0xf;
+    assert_eq!(
+        System::init(c, "2.1.1.1").unwrap_err(),
+        SystemError::MarkMaskTooNarrow(0xf)
+    );
+    let mut c = config();
+    c.mark_mask = 0xff;
+    assert!(System::init(c, "2.1.1.1").is_ok());
+}
+
+/// Issue 19: a hop outside the topology (level 2^64−1) is refused, not persisted.
+#[test]
+fn a_path_hop_outside_the_topology_is_refused() {
+    let mut s = System::init(config(), "2.1.1.1").unwrap();
+    s.add_identity_arc(0, "eth1", mac("00:16:3E:5B:78:D5"), ip("169.254.94.223"))
+        .unwrap();
+    let before = s.clone();
+    let d = HCoord { lvl: 0, pos: 0 };
+    for hop in [
+        HCoord {
+            lvl: usize::MAX,
+            pos: 0,
+        },
+        HCoord { lvl: 1, pos: 4 },
+    ] {
+        let e = s
+            .set_paths(
+                0,
+                d,
+                vec![Path {
+                    arc: 0,
+                    hops: vec![hop, d],
+                    cost: 1,
+                }],
+            )
+            .unwrap_err();
+        assert_eq!(e, SystemError::BadHop { dest: d, hop });
+    }
+    assert_eq!(s, before);
 }
 
 #[test]

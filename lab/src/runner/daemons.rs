@@ -70,7 +70,10 @@ impl Lab<'_> {
             .map_err(|e| format!("cannot start {}: {e}", self.bin.display()))?;
         self.systems.get_mut(name).unwrap().child = Some(child);
         let t0 = Instant::now();
-        while self.ask::<reply::Status>(name, &Request::Status).is_err() {
+        while self
+            .ask::<reply::Status>(name, &Request::Status {})
+            .is_err()
+        {
             let sys = self.systems.get_mut(name).unwrap();
             if let Some(status) = sys.exited() {
                 // Reported here, with its log: not again as a daemon that died later.
@@ -297,7 +300,8 @@ impl Lab<'_> {
         match target.parse::<Target>()? {
             Target::Ip(ip) => Ok(ip),
             Target::Of { system, kind } => {
-                let ids: Vec<reply::IdentityRow> = self.ask(&system, &Request::ShowIdentities)?;
+                let ids: Vec<reply::IdentityRow> =
+                    self.ask(&system, &Request::ShowIdentities {})?;
                 let addr = &ids
                     .iter()
                     .find(|i| i.kind == reply::IdentityKind::Main)

@@ -22,7 +22,7 @@ impl Lab<'_> {
                 "\n== {name} (instance {}, namespace {})",
                 s.instance, s.netns
             );
-            let Ok(ids) = self.ask::<Vec<reply::IdentityRow>>(name, &Request::ShowIdentities)
+            let Ok(ids) = self.ask::<Vec<reply::IdentityRow>>(name, &Request::ShowIdentities {})
             else {
                 let _ = writeln!(r, "  daemon not running");
                 continue;
@@ -34,7 +34,7 @@ impl Lab<'_> {
                     i.index, i.kind, i.address, i.netns
                 );
             }
-            if let Ok(tables) = self.ask::<Vec<reply::TableRow>>(name, &Request::ShowTables) {
+            if let Ok(tables) = self.ask::<Vec<reply::TableRow>>(name, &Request::ShowTables {}) {
                 for t in &tables {
                     let _ = writeln!(
                         r,

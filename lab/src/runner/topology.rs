@@ -124,7 +124,7 @@ impl Lab<'_> {
         let names: Vec<String> = self.systems.keys().cloned().collect();
         for name in names {
             if self.systems[&name].child.is_some() {
-                let _ = self.send(&name, &Request::Quit);
+                let _ = self.send(&name, &Request::Quit {});
             }
             let s = self.systems.get_mut(&name).unwrap();
             if let Some(mut c) = s.child.take() {
