@@ -248,31 +248,26 @@ impl Rtnl {
             .map_or_else(|| format!("if{index}"), |l| l.name.clone())
     }
 
+    /// Sets `name` administratively up.
     pub async fn set_up(&mut self, name: &str) -> Result<(), RtnlError> {
-        let i = self.index(name)?;
-        self.h
-            .link()
-            .set(LinkUnspec::new_with_index(i).up().build())
-            .execute()
-            .await
-            .map_err(req(format!("set {name} up")))?;
-        if let Some(l) = self.links.get_mut(name) {
-            l.up = true;
-        }
-        Ok(())
+        self.set_admin(name, true).await
     }
 
     /// Sets `name` administratively down.
     pub async fn set_down(&mut self, name: &str) -> Result<(), RtnlError> {
+        self.set_admin(name, false).await
+    }
+
+    async fn set_admin(&mut self, name: &str, up: bool) -> Result<(), RtnlError> {
         let i = self.index(name)?;
-        self.h
-            .link()
-            .set(LinkUnspec::new_with_index(i).down().build())
-            .execute()
-            .await
-            .map_err(req(format!("set {name} down")))?;
+        let link = LinkUnspec::new_with_index(i);
+        let msg = if up { link.up() } else { link.down() }.build();
+        self.h.link().set(msg).execute().await.map_err(req(format!(
+            "set {name} {}",
+            if up { "up" } else { "down" }
+        )))?;
         if let Some(l) = self.links.get_mut(name) {
-            l.up = false;
+            l.up = up;
         }
         Ok(())
     }
