@@ -13,4 +13,5 @@ pub mod kernel;
 pub mod mac;
 pub mod netns;
 pub mod plan;
+pub mod qspn;
 pub mod system;
