@@ -46,6 +46,10 @@ pub trait Dataplane {
     ) -> Option<std::collections::BTreeMap<String, u64>>;
     /// Per open namespace: whether its classifier runs the fast path.
     fn fast_path_running(&self) -> Vec<bool>;
+    /// The classifier's counters in the namespace, for `/metrics` (`None`: no classifier).
+    fn classifier_counters(&self, _ns: &Ns) -> Option<super::metrics::ClassifierCounters> {
+        None
+    }
     /// Removes an identity namespace: ntkplane's objects, pseudo-interfaces, the namespace.
     fn remove_namespace(&mut self, label: &str) -> Result<(), DaemonError>;
     /// Removes ntkplane's objects from an open namespace and closes it.
@@ -200,6 +204,32 @@ impl Dataplane for RealDataplane {
             .values()
             .map(|r| r.classifier().fast_path())
             .collect()
+    }
+
+    fn classifier_counters(&self, ns: &Ns) -> Option<super::metrics::ClassifierCounters> {
+        let c = self.reconcilers.get(ns)?.classifier();
+        // The mark is the table id (docs/DESIGN.md, spaces); the entry's `table` is 0 while
+        // the table's rule is not installed, so it would not name the table.
+        let neighbours = c
+            .entries()
+            .ok()?
+            .into_iter()
+            .map(|(mac, e)| {
+                let n = c.counters(mac).ok().flatten().unwrap_or_default();
+                super::metrics::NeighbourCounters {
+                    mac: mac.to_string(),
+                    table: e.mark,
+                    packets: n.packets,
+                    bytes: n.bytes,
+                    fast_path: crate::kernel::reconcile::fast_path_row(c, mac).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Some(super::metrics::ClassifierCounters {
+            neighbours,
+            misses: c.misses().map_or(0, |m| m.packets),
+            ignored: c.ignored().map_or(0, |m| m.packets),
+        })
     }
 
     /// Removes an identity namespace: ntkplane's objects (and pins), its pseudo-interfaces,
