@@ -24,6 +24,9 @@ pub const GATHER: Duration = Duration::from_secs(10);
 /// Longest request head (request line and headers) accepted.
 pub const MAX_HEAD: usize = 8 * 1024;
 pub const MAX_CONNECTIONS: usize = 16;
+/// After the answer: how long, and how much, of what the client still sends is drained.
+const LINGER: Duration = Duration::from_millis(500);
+const MAX_DRAIN: usize = 128 * 1024;
 
 /// What a request head asks for.
 #[derive(Debug, PartialEq, Eq)]
@@ -139,6 +142,20 @@ async fn serve_one(mut s: TcpStream, writer: mpsc::Sender<Msg>) {
     let _ = tokio::time::timeout(WRITE, async {
         s.write_all(&reply).await?;
         s.shutdown().await
+    })
+    .await;
+    // Lingering close: what the client still sends (the rest of an oversized head) is read
+    // and dropped for a moment, so that closing does not reset the connection before the
+    // client has read the answer.
+    let _ = tokio::time::timeout(LINGER, async {
+        let mut buf = [0u8; 4096];
+        let mut drained = 0;
+        while drained < MAX_DRAIN {
+            match s.read(&mut buf).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => drained += n,
+            }
+        }
     })
     .await;
 }
