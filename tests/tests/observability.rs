@@ -387,7 +387,10 @@ fn monitor_reports_commands_and_the_repair_of_a_deleted_rule() {
     let r = mon.expect("repair of the rule", |v| v["event"] == "repair");
     assert_eq!(r["kind"], "add-rule", "{r}");
     assert_eq!(r["netns"], "default", "{r}");
-    assert!(r["detail"].as_str().unwrap().contains("250"), "{r}");
+    assert_eq!(
+        r["detail"], "rule pref 32764 fwmark 0xfa/0xffffffff lookup 250",
+        "{r}"
+    );
     assert!(
         ntk_rules(&sys).iter().any(|r| r.table == 250),
         "the rule is back in the kernel"

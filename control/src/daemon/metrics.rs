@@ -71,6 +71,30 @@ pub fn op_kind(op: &Op) -> &'static str {
     }
 }
 
+/// An operation in `ip`'s words, for the event stream (`rule pref 32764 fwmark 0xfa/0xffffffff
+/// lookup 250`).
+pub fn op_detail(op: &Op) -> String {
+    let rule = |r: &crate::plan::KRule| {
+        let mark = r
+            .fwmark
+            .map(|(m, mask)| format!(" fwmark {m:#x}/{mask:#x}"))
+            .unwrap_or_default();
+        format!("rule pref {}{mark} lookup {}", r.priority, r.table)
+    };
+    match op {
+        Op::AddAddress { dev, addr } | Op::DelAddress { dev, addr } => {
+            format!("address {addr}/32 dev {dev}")
+        }
+        Op::ReplaceRoute { table, prefix, .. } | Op::DelRoute { table, prefix } => {
+            format!("route {prefix} table {table}")
+        }
+        Op::AddRule(r) | Op::DelRule(r) => rule(r),
+        Op::SetMark { mac, mark } => format!("classifier entry {mac} mark {mark:#x}"),
+        Op::DelMark { mac } => format!("classifier entry {mac}"),
+        Op::SetNat(_) => "nft table ip ntkplane".into(),
+    }
+}
+
 /// Every kind of kernel change a [`Report`] holds, with how many of each: the operations by
 /// [`op_kind`], then the classifier links attached (`classifier-attach`) and dead ones
 /// dropped (`classifier-detach`), sysctls written (`sysctl`) and links set up (`link-up`).

@@ -590,7 +590,7 @@ impl Daemon {
                         self.events.emit(events::Event::Repair {
                             netns: name.clone(),
                             kind: metrics::op_kind(op).into(),
-                            detail: format!("{op:?}"),
+                            detail: metrics::op_detail(op),
                         });
                     }
                     for (kind, n) in [
