@@ -1,7 +1,7 @@
 //! Writes the shell completions and the man pages of `ntkplane`, generated from its clap
 //! definitions (`ntkplane::args::Cli`), into the directory given (`cargo xtask dist` runs it
-//! with `target/dist`): `completions/ntkplane.{bash,zsh,fish,elv}`, `man/ntkplane.1` and one
-//! `man/ntkplane-<subcommand>.1` per subcommand.
+//! with `target/dist`): `completions/ntkplane.{bash,zsh,fish,elv}`, `man/man8/ntkplane.8` and one
+//! `man/man8/ntkplane-<subcommand>.8` per subcommand.
 use std::path::PathBuf;
 
 use anyhow::Context;
@@ -24,15 +24,19 @@ fn main() -> anyhow::Result<()> {
         println!("{}", p.display());
     }
 
-    let man = out.join("man");
+    // A MANPATH tree: `MANPATH=target/dist/man man ntkplane-run`.
+    let man = out.join("man/man8");
     std::fs::create_dir_all(&man).with_context(|| man.display().to_string())?;
     let page = |cmd: &clap::Command, name: &str| -> anyhow::Result<()> {
-        let p = man.join(format!("{name}.1"));
+        let p = man.join(format!("{name}.8"));
         let mut buf = Vec::new();
         clap_mangen::Man::new(cmd.clone())
             .title(name.to_uppercase())
+            .section("8")
+            .source(format!("ntkplane {}", env!("CARGO_PKG_VERSION")))
+            .manual("ntkplane")
             .render(&mut buf)
-            .with_context(|| format!("rendering {name}.1"))?;
+            .with_context(|| format!("rendering {name}.8"))?;
         std::fs::write(&p, buf).with_context(|| p.display().to_string())?;
         println!("{}", p.display());
         Ok(())
