@@ -222,7 +222,23 @@ fn parse() -> Result<Cli, String> {
             let run = cmd.find_subcommand("run").expect("run is a subcommand");
             argv.extend(ntkplane::config::file_args(path, run, sub).map_err(|e| e.to_string())?);
             let m = Cli::command().get_matches_from(&argv);
-            return Cli::from_arg_matches(&m).map_err(|e| e.to_string());
+            let cli = Cli::from_arg_matches(&m).map_err(|e| e.to_string())?;
+            // What clap checks when there is no file: bad input, exit status 2.
+            if let Command::Run(a) = &cli.command {
+                for (missing, key) in [
+                    (a.topology.is_none(), "topology"),
+                    (a.address.is_none(), "address"),
+                    (a.interfaces.is_empty(), "interface"),
+                ] {
+                    if missing {
+                        return Err(format!(
+                            "--{key} is required: give it on the command line or as `{key}` in {}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+            return Ok(cli);
         }
     }
     Cli::from_arg_matches(&m).map_err(|e| e.to_string())

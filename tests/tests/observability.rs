@@ -16,7 +16,7 @@ use std::{
 use ntkplane_integration::{
     daemon::Instance,
     lab::{require_root, veth, End, Ns},
-    readback::{ntk_rules, ntk_tables_in, routes_text, table},
+    readback::{full_dump, ntk_rules, ntk_tables_in, routes_text, table},
 };
 use ntkplane_lab::icmp::Pinger;
 
@@ -410,5 +410,46 @@ fn monitor_reports_commands_and_the_repair_of_a_deleted_rule() {
     for m in [&mon, &mon2] {
         let s = m.expect("shutdown", |v| v["event"] == "shutdown");
         assert_eq!(s["reason"], "quit");
+    }
+}
+
+/// A config file with a mistake refuses the start naming the file, the line and the key
+/// (exit status 2, as bad flags), before anything is touched.
+#[test]
+fn a_bad_config_file_refuses_the_start_naming_file_line_and_key() {
+    require_root();
+    let (sys, _peer) = system();
+    let d = Instance::new(&sys);
+    let before = full_dump(&sys);
+    for (text, line, what) in [
+        (
+            format!("{CONFIG}subnet_level = 1\n"),
+            6,
+            "unknown key 'subnet_level'",
+        ),
+        (
+            format!("{CONFIG}metrics = \"127.0.0.1\"\n"),
+            6,
+            "metrics: invalid value '127.0.0.1'",
+        ),
+        (
+            CONFIG.replace("serve-anonymous = true", "serve-anonymous = \"yes\""),
+            5,
+            "serve-anonymous: expected true or false",
+        ),
+    ] {
+        let conf = TempFile(std::env::temp_dir().join(format!("{}-bad.toml", d.name)));
+        std::fs::write(&conf.0, &text).unwrap();
+        let mut cmd = d.cmd();
+        cmd.args(["run", "--netns", &sys.name, "--config"])
+            .arg(&conf.0)
+            .args(["--rt-tables-dir", "none", "--state-dir"])
+            .arg(&d.state_dir);
+        let (code, err) = Instance::refused(cmd);
+        let expected = format!("error: {}:{line}: {what}", conf.0.display());
+        assert_eq!(code, 2, "{err}");
+        assert!(err.starts_with(&expected), "{expected}\n{err}");
+        assert!(!d.state_file().exists());
+        assert_eq!(full_dump(&sys), before, "the kernel is untouched");
     }
 }

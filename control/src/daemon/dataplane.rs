@@ -50,6 +50,16 @@ pub trait Dataplane {
     fn classifier_counters(&self, _ns: &Ns) -> Option<super::metrics::ClassifierCounters> {
         None
     }
+    /// How many of ntkplane's routes each table of the namespace holds, for `/metrics`
+    /// (`None`: it could not be read).
+    fn route_counts(&mut self, ns: &Ns) -> Option<BTreeMap<u32, usize>> {
+        let k = self.observe(ns)?;
+        let mut out = BTreeMap::new();
+        for (table, _) in k.routes.keys() {
+            *out.entry(*table).or_insert(0) += 1;
+        }
+        Some(out)
+    }
     /// Removes an identity namespace: ntkplane's objects, pseudo-interfaces, the namespace.
     fn remove_namespace(&mut self, label: &str) -> Result<(), DaemonError>;
     /// Removes ntkplane's objects from an open namespace and closes it.
@@ -204,6 +214,23 @@ impl Dataplane for RealDataplane {
             .values()
             .map(|r| r.classifier().fast_path())
             .collect()
+    }
+
+    /// One rtnetlink dump (no `nft` process, no map read): a scrape must be cheap.
+    fn route_counts(&mut self, ns: &Ns) -> Option<BTreeMap<u32, usize>> {
+        if !self.reconcilers.contains_key(ns) {
+            return None;
+        }
+        let routes = in_netns(&self.netns_of(ns), |rt| {
+            rt.block_on(async { Rtnl::connect().await?.routes().await })
+        })
+        .ok()?
+        .ok()?;
+        let mut out = BTreeMap::new();
+        for ((table, _), _) in routes {
+            *out.entry(table).or_insert(0) += 1;
+        }
+        Some(out)
     }
 
     fn classifier_counters(&self, ns: &Ns) -> Option<super::metrics::ClassifierCounters> {

@@ -498,10 +498,8 @@ impl Daemon {
             let name = ns
                 .as_deref()
                 .map_or_else(|| "default".into(), |l| self.netns_name(l));
-            if let Some(k) = self.kernel.observe(&ns) {
-                for (table, _) in k.routes.keys() {
-                    *snap.routes.entry((name.clone(), *table)).or_insert(0) += 1;
-                }
+            for (table, n) in self.kernel.route_counts(&ns).unwrap_or_default() {
+                snap.routes.insert((name.clone(), table), n);
             }
             if let Some(c) = self.kernel.classifier_counters(&ns) {
                 snap.classifiers.insert(name, c);

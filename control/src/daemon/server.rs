@@ -251,6 +251,48 @@ pub fn run(
 mod tests {
     use super::*;
 
+    /// A monitor that fell behind is told how many events it lost, then gets the rest; it
+    /// ends when its client goes away.
+    #[tokio::test]
+    async fn a_lagging_monitor_is_told_and_ends_with_its_client() {
+        let hub = Events::new();
+        let (client, server) = tokio::io::duplex(256);
+        let (srd, mut swr) = tokio::io::split(server);
+        let task = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                let mut srd = BufReader::new(srd);
+                monitor(&mut srd, &mut swr, &hub).await;
+            }
+        });
+        let (crd, cwr) = tokio::io::split(client);
+        let mut lines = BufReader::new(crd).lines();
+        let ack: Response =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(ack.ok);
+        // Subscribed: more than the hub keeps, emitted while the monitor cannot write.
+        let extra = 7;
+        for i in 0..(super::super::events::CAPACITY + extra) {
+            hub.emit(Event::RepairFailed {
+                netns: "default".into(),
+                error: i.to_string(),
+            });
+        }
+        let first: serde_json::Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(first["event"], "lagged", "{first}");
+        assert!(first["missed"].as_u64().unwrap() >= extra as u64, "{first}");
+        let next: serde_json::Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(next["event"], "repair-failed", "{next}");
+        drop(lines);
+        drop(cwr);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the monitor ends when its client goes")
+            .unwrap();
+    }
+
     /// Issue 19, finding 8: the limit is per request line, not per connection.
     #[tokio::test]
     async fn the_size_limit_is_per_request() {
