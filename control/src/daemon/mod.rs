@@ -1612,6 +1612,76 @@ mod tests {
         let _ = std::fs::remove_dir_all(d.paths.state_dir.parent().unwrap());
     }
 
+    /// Issue 17 over the fake: a repair is one `repair` event per operation and counted by
+    /// kind in the metrics, a failed one is a `repair-failed` event and an apply failure;
+    /// a command is a `command` event (applied or refused).
+    #[test]
+    fn repairs_and_commands_are_events_and_metrics() {
+        let (mut d, fake) = faked("events");
+        let mut rx = d.events().subscribe();
+        let removed = {
+            let mut held = fake.held.lock().unwrap();
+            let k = held.get_mut(&None).unwrap();
+            let n = k.addresses.len();
+            k.addresses.clear();
+            n
+        };
+        let all = d.open_namespaces();
+        d.repair(&all, true);
+        let mut repaired = 0;
+        while let Ok(e) = rx.try_recv() {
+            match e.event {
+                events::Event::Repair { netns, kind, .. } => {
+                    assert_eq!((netns.as_str(), kind.as_str()), ("default", "add-address"));
+                    repaired += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(repaired, removed);
+        let text = d.metrics_text();
+        let line = format!("ntkplane_repairs_total{{kind=\"add-address\"}} {removed}");
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        assert!(text.contains("ntkplane_apply_failures_total 0"), "{text}");
+
+        fake.held
+            .lock()
+            .unwrap()
+            .get_mut(&None)
+            .unwrap()
+            .addresses
+            .clear();
+        *fake.refuse.lock().unwrap() = Some(None);
+        d.repair(&all, true);
+        assert!(matches!(
+            rx.try_recv().unwrap().event,
+            events::Event::RepairFailed { .. }
+        ));
+        assert!(d.metrics_text().contains("ntkplane_apply_failures_total 1"));
+        *fake.refuse.lock().unwrap() = None;
+        d.repair(&all, true);
+        while rx.try_recv().is_ok() {}
+
+        let req = Request::RemoveArc {
+            identity: 0,
+            arc: 9,
+        };
+        let resp = d.handle(&req);
+        d.announce(&req, &resp);
+        match rx.try_recv().unwrap().event {
+            events::Event::Command { request, ok, error } => {
+                assert_eq!(request, req);
+                assert!(!ok && error.unwrap().contains("no arc 9"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Read-only requests are not events.
+        let resp = d.handle(&Request::Status {});
+        d.announce(&Request::Status {}, &resp);
+        assert!(rx.try_recv().is_err());
+        let _ = std::fs::remove_dir_all(d.paths.state_dir.parent().unwrap());
+    }
+
     /// E13 over the fake: an entry's old identity goes to its new namespace (provisioned and
     /// applied before the old namespace is rewritten), and is dismissed (its namespace
     /// removed) only once that state reached the kernel.
