@@ -369,14 +369,14 @@ fn monitor_reports_commands_and_the_repair_of_a_deleted_rule() {
     let mon = Monitor::start(&d);
     readme_example(&d);
     let c = mon.expect("set-neighbour applied", |v| {
-        v["event"] == "command" && v["request"]["command"] == "set-neighbour"
+        v["event"] == "command" && v["command"] == "set-neighbour"
     });
     assert_eq!(c["ok"], true, "{c}");
     assert_eq!(c["request"]["address"], "2.1.1.0", "{c}");
     let (code, _, _) = d.client(&["remove-arc", "0", "7"]);
     assert_ne!(code, 0);
     let c = mon.expect("the refused remove-arc", |v| {
-        v["event"] == "command" && v["request"]["command"] == "remove-arc"
+        v["event"] == "command" && v["command"] == "remove-arc"
     });
     assert_eq!(c["ok"], false, "{c}");
     assert!(c["error"].as_str().unwrap().contains("no arc 7"), "{c}");
@@ -401,7 +401,7 @@ fn monitor_reports_commands_and_the_repair_of_a_deleted_rule() {
     d.ok(&["remove-paths", "0", "0,0"]);
     for m in [&mon, &mon2] {
         m.expect("remove-paths applied", |v| {
-            v["event"] == "command" && v["request"]["command"] == "remove-paths"
+            v["event"] == "command" && v["command"] == "remove-paths"
         });
     }
     let mut d = d;

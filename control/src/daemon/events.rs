@@ -14,15 +14,21 @@ use super::proto::Request;
 
 /// Events kept for a slow monitor before it starts losing them.
 pub const CAPACITY: usize = 1024;
+/// Longest request (as JSON) a `command` event carries.
+pub const MAX_REQUEST_IN_EVENT: usize = 4096;
 
 /// Something the daemon did or saw. One JSON object per line in the stream, tagged with
 /// `"event"` (kebab-case), plus the time it was emitted (see [`Stamped`]).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "event", rename_all = "kebab-case")]
 pub enum Event {
-    /// A command that changes the model was applied (`ok`) or refused (`error`).
+    /// A command that changes the model was applied (`ok`) or refused (`error`): its name,
+    /// and the request itself unless it is longer than [`MAX_REQUEST_IN_EVENT`] (a large
+    /// `etp`): the hub keeps [`CAPACITY`] events, and their size must stay bounded.
     Command {
-        request: Request,
+        command: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        request: Option<Request>,
         ok: bool,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         error: Option<String>,
@@ -97,6 +103,25 @@ pub enum IdentityStep {
     Dismissed,
     /// Its bootstrap ended on the give-up timer (qspn.md §13.2).
     BootstrapOver,
+}
+
+impl Event {
+    /// The `command` event of a handled request.
+    pub fn command(req: &Request, ok: bool, error: Option<String>) -> Event {
+        /// The request's tag, read back typed from its JSON.
+        #[derive(Deserialize)]
+        struct Tag {
+            command: String,
+        }
+        let text = serde_json::to_string(req).expect("requests serialize");
+        let command = serde_json::from_str::<Tag>(&text).map_or_else(|_| "?".into(), |t| t.command);
+        Event::Command {
+            command,
+            request: (text.len() <= MAX_REQUEST_IN_EVENT).then(|| req.clone()),
+            ok,
+            error,
+        }
+    }
 }
 
 impl IdentityStep {
@@ -180,9 +205,17 @@ impl Events {
 impl std::fmt::Display for Event {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            Event::Command { request, ok, error } => {
+            Event::Command {
+                command,
+                request,
+                ok,
+                error,
+            } => {
                 // The request's own JSON is its exact rendering (the CLI's words).
-                let req = serde_json::to_string(request).map_err(|_| std::fmt::Error)?;
+                let req = match request {
+                    Some(r) => serde_json::to_string(r).map_err(|_| std::fmt::Error)?,
+                    None => format!("{command} (request too long to show)"),
+                };
                 match (ok, error) {
                     (true, _) => write!(f, "command  applied {req}"),
                     (false, e) => {
@@ -267,17 +300,34 @@ mod tests {
         })
         .unwrap();
         assert_eq!(s["event"], "repair-failed");
-        let c = serde_json::to_value(Event::Command {
-            request: Request::RemoveArc {
+        let c = serde_json::to_value(Event::command(
+            &Request::RemoveArc {
                 identity: 0,
                 arc: 1,
             },
-            ok: true,
-            error: None,
-        })
+            true,
+            None,
+        ))
         .unwrap();
+        assert_eq!(c["command"], "remove-arc");
         assert_eq!(c["request"]["command"], "remove-arc");
         assert!(c.get("error").is_none());
+        // A request too long to keep: its name only.
+        let big = Request::Etp {
+            identity: 0,
+            feed: crate::daemon::proto::Feed {
+                neighbours: (0..500)
+                    .map(|arc| crate::daemon::proto::KnownNeighbour {
+                        arc,
+                        address: "1.1.1.1".into(),
+                    })
+                    .collect(),
+                paths: vec![],
+            },
+        };
+        let c = serde_json::to_value(Event::command(&big, true, None)).unwrap();
+        assert_eq!(c["command"], "etp");
+        assert!(c.get("request").is_none(), "{c}");
     }
 
     /// A monitor that does not read loses the oldest events and is told how many; the

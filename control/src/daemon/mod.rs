@@ -1239,11 +1239,8 @@ impl Daemon {
         ) {
             return;
         }
-        self.events.emit(events::Event::Command {
-            request: req.clone(),
-            ok: resp.ok,
-            error: resp.error.clone(),
-        });
+        self.events
+            .emit(events::Event::command(req, resp.ok, resp.error.clone()));
         if let (true, Some((step, identity, op_id))) = (resp.ok, events::IdentityStep::of(req)) {
             self.events.emit(events::Event::Identity {
                 step,
@@ -1669,8 +1666,13 @@ mod tests {
         let resp = d.handle(&req);
         d.announce(&req, &resp);
         match rx.try_recv().unwrap().event {
-            events::Event::Command { request, ok, error } => {
-                assert_eq!(request, req);
+            events::Event::Command {
+                command,
+                request,
+                ok,
+                error,
+            } => {
+                assert_eq!((command.as_str(), request), ("remove-arc", Some(req)));
                 assert!(!ok && error.unwrap().contains("no arc 9"));
             }
             other => panic!("{other:?}"),
