@@ -1489,6 +1489,7 @@ mod tests {
 
     fn ok(d: &mut Daemon, req: Request) -> serde_json::Value {
         let r = d.handle(&req);
+        d.announce(&req, &r);
         assert!(r.ok, "{req:?}: {:?}", r.error);
         r.data
     }
@@ -1498,6 +1499,7 @@ mod tests {
     #[test]
     fn migration_new_namespace_first_then_m5_pause() {
         let (mut d, fake) = faked("m5");
+        let mut rx = d.events().subscribe();
         assert_eq!(
             *fake.log.lock().unwrap(),
             ["provision default", "apply default"]
@@ -1541,6 +1543,26 @@ mod tests {
                 op_id: 7,
                 internal: vec![],
             },
+        );
+        // The monitor's view: each command, and the lifecycle steps among them.
+        let steps: Vec<events::Event> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|s| s.event)
+            .filter(|e| matches!(e, events::Event::Identity { .. }))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                events::Event::Identity {
+                    step: events::IdentityStep::PrepareMigrate,
+                    identity: 0,
+                    op_id: Some(7)
+                },
+                events::Event::Identity {
+                    step: events::IdentityStep::MigratePhase1,
+                    identity: 0,
+                    op_id: Some(7)
+                }
+            ]
         );
         let log = fake.log.lock().unwrap().clone();
         let at = |e: &str| {
