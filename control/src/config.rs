@@ -40,6 +40,10 @@ pub enum ConfigError {
     },
 }
 
+/// Flags that act once rather than configure: in a file read at every (re)start, they
+/// would act at every restart (`discard-state` would drop the state after each crash).
+const ONE_OFF: &[&str] = &["discard-state"];
+
 /// Line number (1-based) of byte offset `at` in `text`.
 fn line_of(text: &str, at: usize) -> usize {
     text[..at.min(text.len())].matches('\n').count() + 1
@@ -81,12 +85,22 @@ fn parse_args(
     let keys: Vec<&clap::Arg> = run
         .get_arguments()
         .filter(|a| {
-            a.get_long().is_some_and(|l| l != "config" && l != "help") && !a.is_global_set()
+            a.get_long()
+                .is_some_and(|l| l != "config" && l != "help" && !ONE_OFF.contains(&l))
+                && !a.is_global_set()
         })
         .collect();
     let mut out = Vec::new();
     for (key, value) in &table {
         let line = spans.get(key).map_or(1, |s| line_of(text, s.start));
+        if ONE_OFF.contains(&key.as_str()) {
+            return Err(ConfigError::Value {
+                path: path.into(),
+                line,
+                key: key.clone(),
+                message: "a one-time action, not a setting: give it on the command line".into(),
+            });
+        }
         let Some(arg) = keys.iter().find(|a| a.get_long() == Some(key.as_str())) else {
             let mut known: Vec<&str> = keys.iter().filter_map(|a| a.get_long()).collect();
             known.sort();
@@ -272,6 +286,8 @@ resync-interval = 30
             e.starts_with("/etc/ntkplane/x.toml: ") && e.contains("line 1"),
             "{e}"
         );
+        let e = parse(argv, "discard-state = true\n").unwrap_err();
+        assert!(e.contains(":1: discard-state: a one-time action"), "{e}");
         let e = parse(argv, "instance = \"a\"\n").unwrap_err();
         assert!(e.contains("unknown key 'instance'"), "{e}");
     }
