@@ -155,6 +155,12 @@ impl IdentityStep {
     }
 }
 
+/// The answer to `monitor` before the stream starts: the subscription is in place.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Monitoring {
+    pub monitoring: bool,
+}
+
 /// An event with the wall-clock time it was emitted (ms since the UNIX epoch).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Stamped {

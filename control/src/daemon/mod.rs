@@ -488,7 +488,7 @@ impl Daemon {
     }
 
     /// The `/metrics` text: the daemon's counters, and what the kernel holds now (routes per
-    /// table from an observation of each namespace, the classifiers' BPF counters).
+    /// table from one rtnetlink dump of each namespace, the classifiers' BPF counters).
     pub fn metrics_text(&mut self) -> String {
         let mut snap = metrics::Snapshot {
             identities: self.system.identities.len(),

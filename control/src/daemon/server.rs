@@ -94,7 +94,9 @@ where
 {
     use tokio::sync::broadcast::error::RecvError;
     let mut rx = events.subscribe();
-    let ack = Response::ok(serde_json::json!({ "monitoring": true }));
+    let ack = Response::ok(
+        serde_json::to_value(super::events::Monitoring { monitoring: true }).expect("serializable"),
+    );
     let mut text = serde_json::to_string(&ack).expect("responses serialize");
     text.push('\n');
     if !matches!(
