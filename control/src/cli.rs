@@ -66,3 +66,53 @@ pub fn human(v: &Value) -> String {
         other => serde_json::to_string_pretty(other).unwrap(),
     }
 }
+
+/// `monitor`: subscribes to the daemon's event stream and calls `each` with every event line
+/// (its text, and the event when this client knows its kind) until the daemon ends the
+/// stream. The subscription is confirmed on stderr before the first event.
+pub fn monitor(
+    socket: &Path,
+    mut each: impl FnMut(&str, Option<&crate::daemon::events::Stamped>),
+) -> Result<(), ClientError> {
+    let mut s = UnixStream::connect(socket)
+        .map_err(|e| ClientError::Connect(socket.display().to_string(), e))?;
+    writeln!(
+        s,
+        "{}",
+        serde_json::to_string(&Request::Monitor {}).expect("serializable")
+    )?;
+    let mut r = BufReader::new(s);
+    let mut line = String::new();
+    if r.read_line(&mut line)? == 0 {
+        return Err(ClientError::NoAnswer);
+    }
+    let ack: Response = serde_json::from_str(&line)?;
+    if !ack.ok {
+        return Err(ClientError::Io(std::io::Error::other(
+            ack.error.unwrap_or_default(),
+        )));
+    }
+    eprintln!("monitoring {} (Ctrl-C to stop)", socket.display());
+    loop {
+        line.clear();
+        if r.read_line(&mut line)? == 0 {
+            return Ok(());
+        }
+        let text = line.trim_end();
+        // An event kind newer than this client is still shown (as its JSON).
+        let ev = serde_json::from_str(text).ok();
+        each(text, ev.as_ref());
+    }
+}
+
+/// `HH:MM:SS.mmm` (UTC) of a time in ms since the UNIX epoch.
+pub fn clock(time_ms: u64) -> String {
+    let s = time_ms / 1000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03}",
+        (s / 3600) % 24,
+        (s / 60) % 60,
+        s % 60,
+        time_ms % 1000
+    )
+}

@@ -5,8 +5,10 @@
 //! - [`classifier`]: the eBPF source-MAC classifier (BPF maps, TCX links);
 //! - [`netns`]: entering network namespaces.
 pub mod addr;
+pub mod args;
 pub mod classifier;
 pub mod cli;
+pub mod config;
 pub mod daemon;
 pub mod fwd;
 pub mod kernel;

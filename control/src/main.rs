@@ -1,140 +1,12 @@
 //! The `ntkplane` command: the daemon (`run`), its client commands, and `addr`.
-use std::{net::Ipv4Addr, path::PathBuf, process::ExitCode};
+use std::{ffi::OsString, net::Ipv4Addr, path::PathBuf, process::ExitCode};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{CommandFactory, FromArgMatches};
 use ntkplane::{
     addr::{report::AddrReport, NtkAddress, Topology},
+    args::{AddrArgs, Cli, Command, RunArgs},
     daemon::proto::Request,
 };
-
-#[derive(Parser)]
-#[command(
-    name = "ntkplane",
-    version,
-    about = "A Linux dataplane for Netsukuku mesh networks"
-)]
-struct Cli {
-    /// Daemon instance: names its socket, state, pins and identity namespaces
-    #[arg(long, global = true, default_value = "ntkplane")]
-    instance: String,
-    /// Directory of the control sockets
-    #[arg(long, global = true, default_value = "/run/ntkplane")]
-    run_dir: PathBuf,
-    /// Print replies as JSON
-    #[arg(long, global = true)]
-    json: bool,
-    #[command(subcommand)]
-    command: Command,
-}
-
-#[derive(Subcommand)]
-enum Command {
-    /// Start the daemon that owns this system's dataplane (qspnclient's `init`)
-    Run(RunArgs),
-    /// Commands to a running daemon
-    #[command(flatten)]
-    Client(Request),
-    /// Every IPv4 form of a Netsukuku address: own addresses, g-nodes, destinations, NETMAP.
-    Addr(AddrArgs),
-    /// Load the classifier and report the verifier's verdict (a smoke check of the eBPF object).
-    CheckEbpf,
-}
-
-#[derive(Args)]
-struct RunArgs {
-    /// gsize of every level, highest level first, e.g. 4.2.2.2
-    #[arg(long)]
-    topology: String,
-    /// The first (completely real) address, highest level first
-    #[arg(long)]
-    address: String,
-    /// A managed NIC, optionally with its link-local: `eth1` or `eth1=169.254.69.30` (repeatable)
-    #[arg(long = "interface", required = true)]
-    interfaces: Vec<String>,
-    #[arg(long, default_value_t = 0)]
-    subnet_level: usize,
-    #[arg(long)]
-    serve_anonymous: bool,
-    #[arg(long)]
-    no_anonymizer: bool,
-    #[arg(long, default_value = ntkplane::addr::topology::DEFAULT_BASE)]
-    base: String,
-    /// Bits of the packet mark ntkplane owns
-    #[arg(long, default_value = "0xffffffff")]
-    mark_mask: String,
-    /// eBPF fast path (forward in TC with a per-neighbour FIB lookup): `auto` = on where the
-    /// kernel supports it (≥ 6.5)
-    #[arg(long, default_value = "auto", value_parser = ["auto", "on", "off"])]
-    fast_path: String,
-    /// The network namespace that plays the system's default namespace
-    #[arg(long)]
-    netns: Option<String>,
-    /// Directory of the persisted state
-    #[arg(long, default_value = "/var/lib/ntkplane")]
-    state_dir: PathBuf,
-    /// Directory for the rt_tables names file (`none` to skip)
-    #[arg(long, default_value = "/etc/iproute2/rt_tables.d")]
-    rt_tables_dir: String,
-    /// How long a new identity stays in bootstrap without an ETP from outside its moving
-    /// g-node (qspn.md §13.2; the reference's 10000). For tests: a shorter wait.
-    #[arg(long, default_value_t = ntkplane::system::BOOTSTRAP_TIMEOUT_MS, value_name = "MS")]
-    bootstrap_timeout_ms: u64,
-    /// Seconds between two full resyncs of routes, rules and addresses with the model
-    /// (changes behind ntkplane's back are also repaired on rtnetlink events, and the nft
-    /// table and the classifier are checked every 2 s)
-    #[arg(long, default_value_t = 60, value_name = "S")]
-    resync_interval: u64,
-    /// Drop the persisted state of this instance and start afresh (a restart whose options
-    /// differ from the persisted ones is refused without it)
-    #[arg(long)]
-    discard_state: bool,
-}
-
-impl RunArgs {
-    /// The options the model is built from, as persisted next to the state and compared at
-    /// restart (flag → value).
-    fn model_args(&self, mask: u32) -> std::collections::BTreeMap<String, String> {
-        [
-            ("--topology", self.topology.clone()),
-            ("--address", self.address.clone()),
-            ("--interface", self.interfaces.join(" ")),
-            ("--subnet-level", self.subnet_level.to_string()),
-            ("--serve-anonymous", self.serve_anonymous.to_string()),
-            ("--no-anonymizer", self.no_anonymizer.to_string()),
-            ("--base", self.base.clone()),
-            ("--mark-mask", format!("{mask:#x}")),
-            (
-                "--netns",
-                self.netns.clone().unwrap_or_else(|| "(current)".into()),
-            ),
-        ]
-        .into_iter()
-        .map(|(k, v)| (k.to_string(), v))
-        .collect()
-    }
-}
-
-#[derive(Args)]
-struct AddrArgs {
-    /// gsize of every level, highest level first (qspnclient's notation), e.g. 4.2.2.2
-    #[arg(long)]
-    topology: String,
-    /// Positions, highest level first, e.g. 3.1.0.1 (a position ≥ gsize is virtual)
-    #[arg(long)]
-    address: String,
-    /// Level of the autonomous subnet this node is the gateway of (0: none)
-    #[arg(long, default_value_t = 0)]
-    subnet_level: usize,
-    /// The node accepts anonymous requests (owns its anonymizing address)
-    #[arg(long)]
-    serve_anonymous: bool,
-    /// IPv4 block the Netsukuku addresses are mapped into
-    #[arg(long, default_value = ntkplane::addr::topology::DEFAULT_BASE)]
-    base: String,
-    /// Print JSON (one object) instead of a table
-    #[arg(long)]
-    json: bool,
-}
 
 /// Bad input: exit status 2 with one line naming the problem.
 fn usage_error(msg: impl std::fmt::Display) -> ExitCode {
@@ -187,6 +59,35 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
         system::{Config, Nic, System},
     };
     let netns = a.netns.clone().map_or(Netns::Current, Netns::Named);
+    let required = |v: Option<String>, key: &str| {
+        v.ok_or_else(|| {
+            anyhow::anyhow!(
+                "--{key} is required (on the command line, or `{key}` in the --config file)"
+            )
+        })
+    };
+    let topology = required(a.topology.clone(), "topology")?;
+    let address = required(a.address.clone(), "address")?;
+    if a.interfaces.is_empty() {
+        anyhow::bail!(
+            "--interface is required (on the command line, or `interface` in the --config file)"
+        );
+    }
+    // Bound before anything else, in the system's namespace, so that a bad or busy address
+    // fails the start before the kernel is touched.
+    let metrics = match a.metrics {
+        None => None,
+        Some(addr) => Some(
+            netns
+                .run(|| {
+                    let l = std::net::TcpListener::bind(addr)?;
+                    l.set_nonblocking(true)?;
+                    Ok::<_, std::io::Error>(l)
+                })
+                .map_err(|e| anyhow::anyhow!("--metrics {addr}: {e}"))?
+                .with_context(|| format!("--metrics {addr}"))?,
+        ),
+    };
     let mask = u32::from_str_radix(a.mark_mask.trim_start_matches("0x"), 16)
         .context("--mark-mask: expected hex")?;
     let base = a.base.parse().map_err(|e| anyhow::anyhow!("--base: {e}"))?;
@@ -237,7 +138,7 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
             });
         }
         let config = Config {
-            topology: a.topology.clone(),
+            topology: topology.clone(),
             base,
             subnet_level: a.subnet_level,
             serve_anonymous: a.serve_anonymous,
@@ -245,7 +146,7 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
             mark_mask: mask,
             nics,
         };
-        Ok(System::init(config, &a.address)?)
+        Ok(System::init(config, &address)?)
     };
     let args = a.model_args(mask);
     let mut d = Daemon::start(
@@ -256,6 +157,10 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
         a.discard_state,
         init,
     )?;
+    if let Some(l) = metrics {
+        tracing::info!(metrics = %l.local_addr()?, "serving /metrics");
+        d.set_metrics_listener(l);
+    }
     d.set_timing(ntkplane::daemon::Timing {
         resync: std::time::Duration::from_secs(a.resync_interval.max(1)),
         ..Default::default()
@@ -285,6 +190,60 @@ fn client(socket: PathBuf, json: bool, req: Request) -> ExitCode {
     }
 }
 
+/// `monitor`: the daemon's events until interrupted (or the daemon stops).
+fn monitor(socket: PathBuf, json: bool) -> ExitCode {
+    use std::io::Write;
+    let r = ntkplane::cli::monitor(&socket, |text, ev| {
+        let mut out = std::io::stdout().lock();
+        let _ = match (json, ev) {
+            (false, Some(ev)) => writeln!(out, "{} {}", ntkplane::cli::clock(ev.time_ms), ev.event),
+            _ => writeln!(out, "{text}"),
+        };
+        // Line by line, also into a pipe: a monitor is read live.
+        let _ = out.flush();
+    });
+    match r {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The command line, with `run --config FILE`'s options added where the command line gave none.
+fn parse() -> Result<Cli, String> {
+    let mut argv: Vec<OsString> = std::env::args_os().collect();
+    let m = Cli::command().get_matches_from(&argv);
+    if let Some(("run", sub)) = m.subcommand() {
+        if let Some(path) = sub.get_one::<PathBuf>("config") {
+            let mut cmd = Cli::command();
+            cmd.build();
+            let run = cmd.find_subcommand("run").expect("run is a subcommand");
+            argv.extend(ntkplane::config::file_args(path, run, sub).map_err(|e| e.to_string())?);
+            let m = Cli::command().get_matches_from(&argv);
+            let cli = Cli::from_arg_matches(&m).map_err(|e| e.to_string())?;
+            // What clap checks when there is no file: bad input, exit status 2.
+            if let Command::Run(a) = &cli.command {
+                for (missing, key) in [
+                    (a.topology.is_none(), "topology"),
+                    (a.address.is_none(), "address"),
+                    (a.interfaces.is_empty(), "interface"),
+                ] {
+                    if missing {
+                        return Err(format!(
+                            "--{key} is required: give it on the command line or as `{key}` in {}",
+                            path.display()
+                        ));
+                    }
+                }
+            }
+            return Ok(cli);
+        }
+    }
+    Cli::from_arg_matches(&m).map_err(|e| e.to_string())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_env_filter(
@@ -292,7 +251,10 @@ fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    let cli = Cli::parse();
+    let cli = match parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     if let Err(e) = ntkplane::daemon::check_instance(&cli.instance) {
         return usage_error(format_args!("--instance: {e}"));
     }
@@ -311,6 +273,7 @@ fn main() -> ExitCode {
                 }
             }
         }
+        Command::Client(Request::Monitor {}) => return monitor(socket, cli.json),
         Command::Client(req) => req,
         Command::Addr(a) => return addr(a),
         Command::CheckEbpf => {

@@ -1,6 +1,7 @@
 //! `cargo xtask …`: the project's build and test entry points.
 mod bench;
 mod demo;
+mod dist;
 mod ebpf;
 mod fuzz;
 mod test;
@@ -61,6 +62,8 @@ enum Cmd {
         #[arg(long, default_value_t = 60)]
         seconds: u64,
     },
+    /// Shell completions, man pages (from the clap definitions) and the systemd unit, in target/dist/.
+    Dist,
     /// Benchmarks: forwarding pps, remapping, route programming, daemon RSS, eBPF per-packet cost.
     Bench {
         /// A short run (about a minute) for CI.
@@ -85,6 +88,7 @@ fn dispatch() -> Result<()> {
         Cmd::BuildEbpf => ebpf::build().map(|_| ()),
         Cmd::Test { args } => test::run_all(&args),
         Cmd::Bench { quick } => bench::run_all(quick),
+        Cmd::Dist => dist::run_dist(),
         Cmd::Fuzz { target, seconds } => fuzz::run_target(&target, seconds),
         Cmd::Demo { scenario, keep } => demo::run_scenario(
             &scenario.unwrap_or_else(|| root().join(demo::DEFAULT_SCENARIO)),

@@ -46,6 +46,20 @@ pub trait Dataplane {
     ) -> Option<std::collections::BTreeMap<String, u64>>;
     /// Per open namespace: whether its classifier runs the fast path.
     fn fast_path_running(&self) -> Vec<bool>;
+    /// The classifier's counters in the namespace, for `/metrics` (`None`: no classifier).
+    fn classifier_counters(&self, _ns: &Ns) -> Option<super::metrics::ClassifierCounters> {
+        None
+    }
+    /// How many of ntkplane's routes each table of the namespace holds, for `/metrics`
+    /// (`None`: it could not be read).
+    fn route_counts(&mut self, ns: &Ns) -> Option<BTreeMap<u32, usize>> {
+        let k = self.observe(ns)?;
+        let mut out = BTreeMap::new();
+        for (table, _) in k.routes.keys() {
+            *out.entry(*table).or_insert(0) += 1;
+        }
+        Some(out)
+    }
     /// Removes an identity namespace: ntkplane's objects, pseudo-interfaces, the namespace.
     fn remove_namespace(&mut self, label: &str) -> Result<(), DaemonError>;
     /// Removes ntkplane's objects from an open namespace and closes it.
@@ -200,6 +214,49 @@ impl Dataplane for RealDataplane {
             .values()
             .map(|r| r.classifier().fast_path())
             .collect()
+    }
+
+    /// One rtnetlink dump (no `nft` process, no map read): a scrape must be cheap.
+    fn route_counts(&mut self, ns: &Ns) -> Option<BTreeMap<u32, usize>> {
+        if !self.reconcilers.contains_key(ns) {
+            return None;
+        }
+        let routes = in_netns(&self.netns_of(ns), |rt| {
+            rt.block_on(async { Rtnl::connect().await?.routes().await })
+        })
+        .ok()?
+        .ok()?;
+        let mut out = BTreeMap::new();
+        for ((table, _), _) in routes {
+            *out.entry(table).or_insert(0) += 1;
+        }
+        Some(out)
+    }
+
+    fn classifier_counters(&self, ns: &Ns) -> Option<super::metrics::ClassifierCounters> {
+        let c = self.reconcilers.get(ns)?.classifier();
+        // The mark is the table id (docs/DESIGN.md, spaces); the entry's `table` is 0 while
+        // the table's rule is not installed, so it would not name the table.
+        let neighbours = c
+            .entries()
+            .ok()?
+            .into_iter()
+            .map(|(mac, e)| {
+                let n = c.counters(mac).ok().flatten().unwrap_or_default();
+                super::metrics::NeighbourCounters {
+                    mac: mac.to_string(),
+                    table: e.mark,
+                    packets: n.packets,
+                    bytes: n.bytes,
+                    fast_path: crate::kernel::reconcile::fast_path_row(c, mac).unwrap_or_default(),
+                }
+            })
+            .collect();
+        Some(super::metrics::ClassifierCounters {
+            neighbours,
+            misses: c.misses().map_or(0, |m| m.packets),
+            ignored: c.ignored().map_or(0, |m| m.packets),
+        })
     }
 
     /// Removes an identity namespace: ntkplane's objects (and pins), its pseudo-interfaces,

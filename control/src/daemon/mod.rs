@@ -2,8 +2,11 @@
 //! JSON lines and are serialized (one writer per system); each is applied to a copy of the
 //! model, validated, persisted, then the kernel is reconciled to the new model.
 pub mod dataplane;
+pub mod events;
 pub mod host;
+pub mod http;
 pub mod lock;
+pub mod metrics;
 pub mod persist;
 pub mod proto;
 pub mod reply;
@@ -217,6 +220,12 @@ pub struct Daemon {
     repairs: u64,
     failures: BTreeMap<String, String>,
     timing: Timing,
+    /// The event stream (`monitor`): anything that holds the daemon can emit into it.
+    events: events::Events,
+    /// What the daemon counts for `/metrics`.
+    metrics: metrics::Metrics,
+    /// `run --metrics`: bound before the start, served by the socket thread.
+    metrics_listener: Option<std::net::TcpListener>,
 }
 
 /// How often the daemon looks for drift.
@@ -317,6 +326,9 @@ impl Daemon {
             repairs: 0,
             failures: BTreeMap::new(),
             timing: Timing::default(),
+            events: events::Events::new(),
+            metrics: metrics::Metrics::default(),
+            metrics_listener: None,
         };
         let late = d.record_host_settings().and_then(|()| {
             match d.reconcile_best_effort().and_then(|()| d.finish_dismissals()) {
@@ -445,7 +457,55 @@ impl Daemon {
             repairs: 0,
             failures: BTreeMap::new(),
             timing: Timing::default(),
+            events: events::Events::new(),
+            metrics: metrics::Metrics::default(),
+            metrics_listener: None,
         }
+    }
+
+    /// The event hub: `emit` into it to reach every `monitor` (protocol code, too).
+    pub fn events(&self) -> &events::Events {
+        &self.events
+    }
+
+    /// Serves `/metrics` on `listener` (bound by the caller, in the system's namespace, so
+    /// that a bad address fails the start before the kernel is touched).
+    pub fn set_metrics_listener(&mut self, listener: std::net::TcpListener) {
+        self.metrics_listener = Some(listener);
+    }
+
+    /// One namespace's full apply, timed and counted for the metrics.
+    fn apply_ns(
+        &mut self,
+        ns: &Option<String>,
+        d: &crate::plan::Desired,
+    ) -> Result<crate::kernel::Report, crate::kernel::KernelError> {
+        let t0 = Instant::now();
+        let r = self.kernel.apply(ns, d);
+        self.metrics
+            .applied(t0.elapsed(), r.as_ref().map_err(|_| ()));
+        r
+    }
+
+    /// The `/metrics` text: the daemon's counters, and what the kernel holds now (routes per
+    /// table from one rtnetlink dump of each namespace, the classifiers' BPF counters).
+    pub fn metrics_text(&mut self) -> String {
+        let mut snap = metrics::Snapshot {
+            identities: self.system.identities.len(),
+            ..Default::default()
+        };
+        for ns in self.open_namespaces() {
+            let name = ns
+                .as_deref()
+                .map_or_else(|| "default".into(), |l| self.netns_name(l));
+            for (table, n) in self.kernel.route_counts(&ns).unwrap_or_default() {
+                snap.routes.insert((name.clone(), table), n);
+            }
+            if let Some(c) = self.kernel.classifier_counters(&ns) {
+                snap.classifiers.insert(name, c);
+            }
+        }
+        self.metrics.render(&snap)
     }
 
     /// Brings the dataplane to the model (what `start` does after loading the state).
@@ -513,7 +573,7 @@ impl Daemon {
             }
             let name = ns.clone().unwrap_or_else(|| "default".into());
             let result = if full {
-                self.kernel.apply(ns, d)
+                self.apply_ns(ns, d)
             } else {
                 self.kernel.check_cheap(ns, d)
             };
@@ -525,7 +585,27 @@ impl Daemon {
                             ?op,
                             "repaired: changed behind ntkplane's back"
                         );
+                        self.events.emit(events::Event::Repair {
+                            netns: name.clone(),
+                            kind: metrics::op_kind(op).into(),
+                            detail: metrics::op_detail(op),
+                        });
                     }
+                    for (kind, n) in [
+                        ("classifier-attach", rep.attached),
+                        ("classifier-detach", rep.detached),
+                        ("sysctl", rep.sysctls),
+                        ("link-up", rep.links_up),
+                    ] {
+                        if n > 0 {
+                            self.events.emit(events::Event::Repair {
+                                netns: name.clone(),
+                                kind: kind.into(),
+                                detail: format!("{n} put back"),
+                            });
+                        }
+                    }
+                    self.metrics.repaired(&rep);
                     if rep.attached + rep.detached + rep.sysctls + rep.links_up > 0 {
                         tracing::warn!(
                             netns = name,
@@ -544,6 +624,10 @@ impl Daemon {
                         netns = name,
                         "repair failed (retried at the next check): {e}"
                     );
+                    self.events.emit(events::Event::RepairFailed {
+                        netns: name.clone(),
+                        error: e.to_string(),
+                    });
                     self.failures.insert(name, e.to_string());
                 }
             }
@@ -626,7 +710,7 @@ impl Daemon {
                     continue;
                 }
             }
-            if let Err(e) = self.kernel.apply(&ns, d) {
+            if let Err(e) = self.apply_ns(&ns, d) {
                 failed(e.into(), &mut errors)?;
             }
         }
@@ -748,6 +832,13 @@ impl Daemon {
             tracing::warn!(%e, "bootstrap timeout: cannot persist the state");
         }
         self.system = next;
+        for identity in &ended {
+            self.events.emit(events::Event::Identity {
+                step: events::IdentityStep::BootstrapOver,
+                identity: *identity,
+                op_id: None,
+            });
+        }
         tracing::info!(
             identities = ?ended,
             timeout_ms = timeout,
@@ -798,6 +889,9 @@ impl Daemon {
             Request::ShowTables {} => return self.show_tables(),
             Request::Status {} => return Response::ok(self.status()),
             Request::Quit {} => return Response::ok(data(reply::Done {})),
+            Request::Monitor {} => {
+                return Response::err("monitor is a stream: the control socket serves it")
+            }
             _ => {}
         }
         let mut next = self.system.clone();
@@ -849,6 +943,13 @@ impl Daemon {
         persist::save(&self.paths.state(), &next).map_err(io_err("state"))?;
         self.system = next;
         tracing::info!(?gone, "identities dismissed");
+        for identity in &gone {
+            self.events.emit(events::Event::Identity {
+                step: events::IdentityStep::Dismissed,
+                identity: *identity,
+                op_id: None,
+            });
+        }
         self.reconcile()
     }
 
@@ -1010,7 +1111,11 @@ impl Daemon {
             .name("control".into())
             .spawn({
                 let tx = tx.clone();
-                move || server::run(listener, tx, stop_rx)
+                let extras = server::Extras {
+                    events: self.events.clone(),
+                    metrics: self.metrics_listener.take(),
+                };
+                move || server::run(listener, tx, stop_rx, extras)
             })
             .map_err(io_err("control thread"))?;
         self.drift_tx = Some(tx.clone());
@@ -1030,6 +1135,9 @@ impl Daemon {
             match rx.recv_timeout(wait) {
                 Ok(server::Msg::Request(Request::Quit {}, to)) => {
                     tracing::info!("quit");
+                    self.events.emit(events::Event::Shutdown {
+                        reason: "quit".into(),
+                    });
                     self.watchers.clear();
                     let r = self.shutdown();
                     let _ = to.send(match &r {
@@ -1046,6 +1154,7 @@ impl Daemon {
                         tracing::info!(?req, "command");
                     }
                     let resp = self.handle(&req);
+                    self.announce(&req, &resp);
                     let _ = to.send(resp);
                     self.sync_watchers();
                 }
@@ -1053,8 +1162,13 @@ impl Daemon {
                     self.dirty.insert(ns);
                     self.dirty_since.get_or_insert_with(Instant::now);
                 }
+                Ok(server::Msg::Metrics(to)) => {
+                    let _ = to.send(self.metrics_text());
+                }
                 Ok(server::Msg::Stop(why)) => {
                     tracing::info!("{why}: shutting down");
+                    self.events
+                        .emit(events::Event::Shutdown { reason: why.into() });
                     self.watchers.clear();
                     break self.shutdown();
                 }
@@ -1106,6 +1220,34 @@ impl Daemon {
         let _ = io.join();
         let _ = std::fs::remove_file(&sock);
         result
+    }
+}
+
+impl Daemon {
+    /// The events of a handled request: a command that changes the model (applied or
+    /// refused), and the lifecycle step it is when it was applied.
+    fn announce(&self, req: &Request, resp: &Response) {
+        if matches!(
+            req,
+            Request::CheckConnectivity { .. }
+                | Request::ShowIdentities {}
+                | Request::ShowArcs { .. }
+                | Request::ShowTables {}
+                | Request::Status {}
+                | Request::Quit {}
+                | Request::Monitor {}
+        ) {
+            return;
+        }
+        self.events
+            .emit(events::Event::command(req, resp.ok, resp.error.clone()));
+        if let (true, Some((step, identity, op_id))) = (resp.ok, events::IdentityStep::of(req)) {
+            self.events.emit(events::Event::Identity {
+                step,
+                identity,
+                op_id,
+            });
+        }
     }
 }
 
@@ -1238,7 +1380,8 @@ pub fn model_step(
         | Request::ShowArcs { .. }
         | Request::ShowTables {}
         | Request::Status {}
-        | Request::Quit {} => return None,
+        | Request::Quit {}
+        | Request::Monitor {} => return None,
     })
 }
 
@@ -1346,6 +1489,7 @@ mod tests {
 
     fn ok(d: &mut Daemon, req: Request) -> serde_json::Value {
         let r = d.handle(&req);
+        d.announce(&req, &r);
         assert!(r.ok, "{req:?}: {:?}", r.error);
         r.data
     }
@@ -1355,6 +1499,7 @@ mod tests {
     #[test]
     fn migration_new_namespace_first_then_m5_pause() {
         let (mut d, fake) = faked("m5");
+        let mut rx = d.events().subscribe();
         assert_eq!(
             *fake.log.lock().unwrap(),
             ["provision default", "apply default"]
@@ -1398,6 +1543,26 @@ mod tests {
                 op_id: 7,
                 internal: vec![],
             },
+        );
+        // The monitor's view: each command, and the lifecycle steps among them.
+        let steps: Vec<events::Event> = std::iter::from_fn(|| rx.try_recv().ok())
+            .map(|s| s.event)
+            .filter(|e| matches!(e, events::Event::Identity { .. }))
+            .collect();
+        assert_eq!(
+            steps,
+            [
+                events::Event::Identity {
+                    step: events::IdentityStep::PrepareMigrate,
+                    identity: 0,
+                    op_id: Some(7)
+                },
+                events::Event::Identity {
+                    step: events::IdentityStep::MigratePhase1,
+                    identity: 0,
+                    op_id: Some(7)
+                }
+            ]
         );
         let log = fake.log.lock().unwrap().clone();
         let at = |e: &str| {
@@ -1463,6 +1628,81 @@ mod tests {
         *fake.refuse.lock().unwrap() = None;
         d.repair(&all, true);
         assert!(status(&mut d).dataplane_matches);
+        let _ = std::fs::remove_dir_all(d.paths.state_dir.parent().unwrap());
+    }
+
+    /// Issue 17 over the fake: a repair is one `repair` event per operation and counted by
+    /// kind in the metrics, a failed one is a `repair-failed` event and an apply failure;
+    /// a command is a `command` event (applied or refused).
+    #[test]
+    fn repairs_and_commands_are_events_and_metrics() {
+        let (mut d, fake) = faked("events");
+        let mut rx = d.events().subscribe();
+        let removed = {
+            let mut held = fake.held.lock().unwrap();
+            let k = held.get_mut(&None).unwrap();
+            let n = k.addresses.len();
+            k.addresses.clear();
+            n
+        };
+        let all = d.open_namespaces();
+        d.repair(&all, true);
+        let mut repaired = 0;
+        while let Ok(e) = rx.try_recv() {
+            match e.event {
+                events::Event::Repair { netns, kind, .. } => {
+                    assert_eq!((netns.as_str(), kind.as_str()), ("default", "add-address"));
+                    repaired += 1;
+                }
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(repaired, removed);
+        let text = d.metrics_text();
+        let line = format!("ntkplane_repairs_total{{kind=\"add-address\"}} {removed}");
+        assert!(text.lines().any(|l| l == line), "{line}\n{text}");
+        assert!(text.contains("ntkplane_apply_failures_total 0"), "{text}");
+
+        fake.held
+            .lock()
+            .unwrap()
+            .get_mut(&None)
+            .unwrap()
+            .addresses
+            .clear();
+        *fake.refuse.lock().unwrap() = Some(None);
+        d.repair(&all, true);
+        assert!(matches!(
+            rx.try_recv().unwrap().event,
+            events::Event::RepairFailed { .. }
+        ));
+        assert!(d.metrics_text().contains("ntkplane_apply_failures_total 1"));
+        *fake.refuse.lock().unwrap() = None;
+        d.repair(&all, true);
+        while rx.try_recv().is_ok() {}
+
+        let req = Request::RemoveArc {
+            identity: 0,
+            arc: 9,
+        };
+        let resp = d.handle(&req);
+        d.announce(&req, &resp);
+        match rx.try_recv().unwrap().event {
+            events::Event::Command {
+                command,
+                request,
+                ok,
+                error,
+            } => {
+                assert_eq!((command.as_str(), request), ("remove-arc", Some(req)));
+                assert!(!ok && error.unwrap().contains("no arc 9"));
+            }
+            other => panic!("{other:?}"),
+        }
+        // Read-only requests are not events.
+        let resp = d.handle(&Request::Status {});
+        d.announce(&Request::Status {}, &resp);
+        assert!(rx.try_recv().is_err());
         let _ = std::fs::remove_dir_all(d.paths.state_dir.parent().unwrap());
     }
 

@@ -359,6 +359,9 @@ pub enum Request {
     Status {},
     /// Stop the daemon, removing everything it installed
     Quit {},
+    /// Stream the daemon's events (commands applied, repairs, identity lifecycle) until
+    /// interrupted; with --json, one JSON object per line
+    Monitor {},
 }
 
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]

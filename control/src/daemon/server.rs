@@ -15,7 +15,10 @@ use tokio::{
     task::JoinSet,
 };
 
-use super::proto::{self, Request, Response, MAX_REQUEST};
+use super::{
+    events::{Event, Events},
+    proto::{self, Request, Response, MAX_REQUEST},
+};
 
 pub const IDLE: Duration = Duration::from_secs(300);
 pub const READ: Duration = Duration::from_secs(5);
@@ -30,6 +33,16 @@ pub enum Msg {
     Stop(&'static str),
     /// Something changed in this namespace (a watcher saw a netlink event).
     Drift(Option<String>),
+    /// A scrape of `/metrics`: the rendering, gathered by the writer.
+    Metrics(oneshot::Sender<String>),
+}
+
+/// What the socket thread serves besides the control socket.
+pub struct Extras {
+    /// The event hub `monitor` connections subscribe to.
+    pub events: Events,
+    /// `run --metrics`: the listener, already bound (in the system's namespace).
+    pub metrics: Option<std::net::TcpListener>,
 }
 
 enum Line {
@@ -70,7 +83,59 @@ async fn read_line<R: tokio::io::AsyncBufRead + Unpin>(
     }
 }
 
-async fn client(stream: UnixStream, writer: mpsc::Sender<Msg>) {
+/// `monitor`: the connection becomes a stream of events, one JSON line each, until the client
+/// closes it (anything it sends is ignored). A client that does not read loses events (the
+/// hub keeps [`super::events::CAPACITY`]) and is told so with a `lagged` event; one whose
+/// socket stays full for [`WRITE`] is disconnected. The daemon never waits for it.
+async fn monitor<R, W>(rd: &mut R, wr: &mut W, events: &Events)
+where
+    R: tokio::io::AsyncBufRead + Unpin,
+    W: tokio::io::AsyncWrite + Unpin,
+{
+    use tokio::sync::broadcast::error::RecvError;
+    let mut rx = events.subscribe();
+    let ack = Response::ok(
+        serde_json::to_value(super::events::Monitoring { monitoring: true }).expect("serializable"),
+    );
+    let mut text = serde_json::to_string(&ack).expect("responses serialize");
+    text.push('\n');
+    if !matches!(
+        tokio::time::timeout(WRITE, wr.write_all(text.as_bytes())).await,
+        Ok(Ok(()))
+    ) {
+        return;
+    }
+    loop {
+        let stamped = tokio::select! {
+            r = rx.recv() => match r {
+                Ok(s) => s,
+                Err(RecvError::Lagged(missed)) => {
+                    super::events::Stamped::now(Event::Lagged { missed })
+                }
+                Err(RecvError::Closed) => return,
+            },
+            r = rd.fill_buf() => match r {
+                Ok(b) if !b.is_empty() => {
+                    let n = b.len();
+                    rd.consume(n);
+                    continue;
+                }
+                _ => return,
+            },
+        };
+        let mut line = serde_json::to_string(&stamped).expect("events serialize");
+        line.push('\n');
+        match tokio::time::timeout(WRITE, wr.write_all(line.as_bytes())).await {
+            Ok(Ok(())) => {}
+            _ => return,
+        }
+        if matches!(stamped.event, Event::Shutdown { .. }) {
+            return;
+        }
+    }
+}
+
+async fn client(stream: UnixStream, writer: mpsc::Sender<Msg>, events: Events) {
     let (rd, mut wr) = stream.into_split();
     let mut rd = BufReader::new(rd);
     loop {
@@ -98,6 +163,10 @@ async fn client(stream: UnixStream, writer: mpsc::Sender<Msg>) {
                 let last = matches!(l, Line::Eof);
                 let resp = match proto::decode(&line) {
                     Err(e) => Response::err(e),
+                    Ok(Request::Monitor {}) => {
+                        monitor(&mut rd, &mut wr, &events).await;
+                        return;
+                    }
                     Ok(req) => {
                         let (tx, rx) = oneshot::channel();
                         if writer.send(Msg::Request(req, tx)).is_err() {
@@ -126,6 +195,7 @@ pub fn run(
     listener: std::os::unix::net::UnixListener,
     writer: mpsc::Sender<Msg>,
     mut stop: watch::Receiver<bool>,
+    extras: Extras,
 ) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -140,6 +210,16 @@ pub fn run(
                 return;
             }
         };
+        // Scrapes are served by tasks of this runtime: they end with it.
+        let metrics = match extras.metrics.map(tokio::net::TcpListener::from_std) {
+            None => None,
+            Some(Ok(l)) => Some(tokio::spawn(super::http::serve(l, writer.clone()))),
+            Some(Err(e)) => {
+                tracing::error!("metrics listener: {e}");
+                let _ = writer.send(Msg::Stop("the metrics listener failed"));
+                return;
+            }
+        };
         use tokio::signal::unix::{signal, SignalKind};
         let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
         let mut int = signal(SignalKind::interrupt()).expect("SIGINT handler");
@@ -147,7 +227,7 @@ pub fn run(
         loop {
             tokio::select! {
                 r = listener.accept() => match r {
-                    Ok((s, _)) => { clients.spawn(client(s, writer.clone())); }
+                    Ok((s, _)) => { clients.spawn(client(s, writer.clone(), extras.events.clone())); }
                     Err(e) => tracing::warn!("accept: {e}"),
                 },
                 _ = term.recv() => { let _ = writer.send(Msg::Stop("SIGTERM")); }
@@ -157,6 +237,9 @@ pub fn run(
             }
         }
         drop(listener);
+        if let Some(m) = metrics {
+            m.abort();
+        }
         // The last replies (quit's) get a moment to be written; then everyone is cut.
         let _ = tokio::time::timeout(DRAIN, async {
             while clients.join_next().await.is_some() {}
@@ -169,6 +252,48 @@ pub fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A monitor that fell behind is told how many events it lost, then gets the rest; it
+    /// ends when its client goes away.
+    #[tokio::test]
+    async fn a_lagging_monitor_is_told_and_ends_with_its_client() {
+        let hub = Events::new();
+        let (client, server) = tokio::io::duplex(256);
+        let (srd, mut swr) = tokio::io::split(server);
+        let task = tokio::spawn({
+            let hub = hub.clone();
+            async move {
+                let mut srd = BufReader::new(srd);
+                monitor(&mut srd, &mut swr, &hub).await;
+            }
+        });
+        let (crd, cwr) = tokio::io::split(client);
+        let mut lines = BufReader::new(crd).lines();
+        let ack: Response =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert!(ack.ok);
+        // Subscribed: more than the hub keeps, emitted while the monitor cannot write.
+        let extra = 7;
+        for i in 0..(super::super::events::CAPACITY + extra) {
+            hub.emit(Event::RepairFailed {
+                netns: "default".into(),
+                error: i.to_string(),
+            });
+        }
+        let first: serde_json::Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(first["event"], "lagged", "{first}");
+        assert!(first["missed"].as_u64().unwrap() >= extra as u64, "{first}");
+        let next: serde_json::Value =
+            serde_json::from_str(&lines.next_line().await.unwrap().unwrap()).unwrap();
+        assert_eq!(next["event"], "repair-failed", "{next}");
+        drop(lines);
+        drop(cwr);
+        tokio::time::timeout(Duration::from_secs(5), task)
+            .await
+            .expect("the monitor ends when its client goes")
+            .unwrap();
+    }
 
     /// Issue 19, finding 8: the limit is per request line, not per connection.
     #[tokio::test]
