@@ -139,6 +139,16 @@ struct LiveGen {
     frame: Vec<u8>,
 }
 
+/// The router's `ip rule`s for the classification variants.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Rules {
+    /// One `fwmark N lookup N` per neighbour, the sender's in the middle: a real node.
+    PerNeighbour,
+    /// Only the sender's rule (the benchmark before issue 16's last step): the stack's rule
+    /// walk costs nothing, the most favourable case for the non-fast-path variants.
+    Single,
+}
+
 /// One sender → router → sink chain configured for one variant. Everything lives in its
 /// three namespaces (and the classifier's maps, freed with it), so dropping it leaves
 /// nothing behind.
@@ -160,10 +170,16 @@ pub struct Chain {
 
 impl Chain {
     pub fn new(variant: Variant, entries: u32) -> Chain {
-        Chain::build(variant, entries, false, Generator::Udp)
+        Chain::build(variant, entries, false, Generator::Udp, Rules::PerNeighbour)
     }
 
-    pub fn build(variant: Variant, entries: u32, nat_table: bool, gen: Generator) -> Chain {
+    pub fn build(
+        variant: Variant,
+        entries: u32,
+        nat_table: bool,
+        gen: Generator,
+        rules: Rules,
+    ) -> Chain {
         let sender = Ns::new("bs");
         let router = Ns::new("br");
         let sink = Ns::new("bk");
@@ -198,12 +214,16 @@ impl Chain {
             router.sh(&format!(
                 "ip route del 10.99.2.0/24 dev r1 && ip route add 10.99.2.0/24 dev r1 table {TABLE}"
             ));
-            let rule = if variant == Variant::None {
-                format!("ip rule add pref 100 lookup {TABLE}")
-            } else {
-                format!("ip rule add pref 100 fwmark {TABLE} lookup {TABLE}")
+            match (variant, rules) {
+                (Variant::None, _) => router.sh(&format!("ip rule add pref 100 lookup {TABLE}")),
+                (_, Rules::Single) => router.sh(&format!(
+                    "ip rule add pref 100 fwmark {TABLE} lookup {TABLE}"
+                )),
+                (_, Rules::PerNeighbour) => {
+                    router_rules(&router, entries);
+                    String::new()
+                }
             };
-            router.sh(&rule);
             classifier = classify(&router, variant, entries);
         }
         if nat_table {
@@ -276,6 +296,30 @@ impl Chain {
             .unwrap()
             .expect("sender socket")
     }
+}
+
+/// The router's `ip rule`s as a real node with `n` neighbours has them: one
+/// `fwmark N lookup N` per neighbour table, all at one priority (the daemon's
+/// `PRIO_FWMARK`), so the kernel walks them in insertion order until the packet's mark
+/// matches. The sender's rule is the middle one: the average position of a neighbour's rule.
+/// (The other neighbours' tables stay empty: their rules never match the sender's packets.)
+fn router_rules(router: &Ns, n: u32) {
+    let mid = n / 2;
+    let mut batch = String::new();
+    for i in 1..n {
+        if i == mid {
+            batch += &format!("rule add pref 100 fwmark {TABLE} lookup {TABLE}\n");
+        }
+        let m = neighbour_mark(i);
+        batch += &format!("rule add pref 100 fwmark {m} lookup {m}\n");
+    }
+    if mid == 0 || mid >= n {
+        batch += &format!("rule add pref 100 fwmark {TABLE} lookup {TABLE}\n");
+    }
+    let path = std::env::temp_dir().join(format!("{}.iprules", router.name));
+    std::fs::write(&path, batch).unwrap();
+    router.sh(&format!("ip -batch {}", path.display()));
+    let _ = std::fs::remove_file(&path);
 }
 
 /// Installs the classification variant on the router; the sender's MAC is the last of the

@@ -18,11 +18,12 @@
 //!
 //! Usage: bench-forward [--counts 1,16,…] [--remap-counts 4,…] [--rounds N] [--secs S]
 //!                      [--cpu N] [--gen live|udp] [--nat both|off|on]
+//!                      [--rules per-neighbour|single]
 //!                      [--json PATH] [--md PATH] [--svg PATH]
 use std::{collections::BTreeMap, fmt::Write as _, time::Duration};
 
 use ntkplane_integration::{
-    fwdlab::{forwards, measure, Chain, Generator, Sample, Variant},
+    fwdlab::{forwards, measure, Chain, Generator, Rules, Sample, Variant},
     lab::require_root,
     svg,
 };
@@ -35,6 +36,8 @@ struct Args {
     secs: f64,
     cpu: usize,
     gen: Generator,
+    /// The router's rule list (a real node's: one fwmark rule per neighbour).
+    rules: Rules,
     /// NAT-table settings measured for the classification variants.
     nat: Vec<bool>,
     json: Option<String>,
@@ -51,6 +54,7 @@ fn args() -> Args {
         secs: 0.5,
         cpu: cpus - 1,
         gen: Generator::Live,
+        rules: Rules::PerNeighbour,
         nat: vec![false, true],
         json: None,
         md: None,
@@ -77,6 +81,13 @@ fn args() -> Args {
                     _ => panic!("--gen live|udp"),
                 }
             }
+            "--rules" => {
+                a.rules = match val.as_str() {
+                    "per-neighbour" => Rules::PerNeighbour,
+                    "single" => Rules::Single,
+                    _ => panic!("--rules per-neighbour|single"),
+                }
+            }
             "--nat" => {
                 a.nat = match val.as_str() {
                     "both" => vec![false, true],
@@ -93,6 +104,13 @@ fn args() -> Args {
     }
     assert!(a.counts.iter().chain(&a.remap_counts).all(|c| *c >= 1));
     a
+}
+
+fn rules_name(r: Rules) -> &'static str {
+    match r {
+        Rules::PerNeighbour => "one fwmark rule per neighbour (the sender's in the middle)",
+        Rules::Single => "the sender's fwmark rule only",
+    }
 }
 
 /// Samples of one (variant, entries) point.
@@ -139,7 +157,7 @@ fn group(variants: &[(Variant, bool)], entries: u32, a: &Args, label: &str) -> V
     );
     let chains: Vec<Chain> = variants
         .iter()
-        .map(|(v, nat)| Chain::build(*v, entries, *nat, a.gen))
+        .map(|(v, nat)| Chain::build(*v, entries, *nat, a.gen, a.rules))
         .collect();
     let mut points: Vec<Point> = chains
         .iter()
@@ -369,14 +387,15 @@ fn main() {
     });
 
     let mut md = format!(
-        "Forwarding (sender → router → sink, 64-byte UDP, {} interleaved rounds of {} s after a warm-up; sender: {}, pinned to CPU {}; +nat: the node's nft table with the anonymizer's SNAT rule is present)\n\n",
+        "Forwarding (sender → router → sink, 64-byte UDP, {} interleaved rounds of {} s after a warm-up; sender: {}, pinned to CPU {}; router rules: {}; +nat: the node's nft table with the anonymizer's SNAT rule is present)\n\n",
         a.rounds,
         a.secs,
         match a.gen {
             Generator::Live => "BPF_PROG_TEST_RUN live frames (XDP_TX)",
             Generator::Udp => "sendmmsg UDP socket",
         },
-        a.cpu
+        a.cpu,
+        rules_name(a.rules),
     );
     md += &table(
         &rows,
@@ -446,7 +465,8 @@ fn main() {
         let v = json!({
             "machine": machine(),
             "settings": {"rounds": a.rounds, "secs": a.secs, "sender_cpu": a.cpu, "payload_bytes": 64,
-                "generator": match a.gen { Generator::Live => "xdp-live-frames", Generator::Udp => "sendmmsg" }},
+                "generator": match a.gen { Generator::Live => "xdp-live-frames", Generator::Udp => "sendmmsg" },
+                "router_rules": rules_name(a.rules)},
             "forwarding": rows,
             "remap": remap_rows,
             "claims": claims,
