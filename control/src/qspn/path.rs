@@ -117,8 +117,20 @@ pub(crate) mod tests {
     #[test]
     fn evaluate_level0_and_higher() {
         let a = np(&[h(1, 1)], &[1], Cost::Null, fp(5, 1, &[3]), 4);
-        let b = np(&[h(0, 1), h(1, 1)], &[2, 9], Cost::Real(5), fp(6, 1, &[1]), 7);
-        let c = np(&[h(0, 2), h(1, 1)], &[3, 9], Cost::Real(9), fp(6, 1, &[1]), 8);
+        let b = np(
+            &[h(0, 1), h(1, 1)],
+            &[2, 9],
+            Cost::Real(5),
+            fp(6, 1, &[1]),
+            7,
+        );
+        let c = np(
+            &[h(0, 2), h(1, 1)],
+            &[3, 9],
+            Cost::Real(9),
+            fp(6, 1, &[1]),
+            8,
+        );
         let v = vec![a.clone(), b, c];
         let (f, n) = evaluate(1, &v).unwrap();
         assert_eq!((f.id, n), (6, 7));

@@ -84,7 +84,10 @@ pub fn revise<'a>(
     // Step 9: the neighbour changed position at its own level.
     if let Some(old) = old_addr {
         if old.len() == l && old[k] != m.node_address[k] {
-            let old_v = HCoord { lvl: k, pos: old[k] };
+            let old_v = HCoord {
+                lvl: k,
+                pos: old[k],
+            };
             if !is_mine(my, &old_v) {
                 q.push(NodePath {
                     hops: vec![old_v],
@@ -110,7 +113,11 @@ pub fn revise<'a>(
         }
         q.extend(dead);
     }
-    Some(Revised { v, hops, q: Some(q) })
+    Some(Revised {
+        v,
+        hops,
+        q: Some(q),
+    })
 }
 
 #[cfg(test)]
@@ -164,7 +171,13 @@ mod tests {
         };
         let stored = [
             np(&[h(1, 1)], &[a_dg], Cost::Null, fpl(101, 1), 2),
-            np(&[h(1, 1), h(2, 0)], &[a_dg, a_ba], Cost::Real(21000), fpl(3, 2), 1),
+            np(
+                &[h(1, 1), h(2, 0)],
+                &[a_dg, a_ba],
+                Cost::Real(21000),
+                fpl(3, 2),
+                1,
+            ),
         ];
         let r = revise(&delta, a_dg, Some(&gamma), &m, true, &stored).unwrap();
         assert_eq!(r.v, h(1, 1));
@@ -195,13 +208,37 @@ mod tests {
     fn cyclic_hop_list_drops_the_etp() {
         let my = vec![0, 0, 0];
         // Sender 1·0·0 → v = (0,1); hops contain (1,0)? no: (1,0) is mine (my[1] = 0).
-        let r = revise(&my, 5, None, &bare(vec![1, 0, 0], vec![h(1, 0)]), false, &[]).unwrap();
+        let r = revise(
+            &my,
+            5,
+            None,
+            &bare(vec![1, 0, 0], vec![h(1, 0)]),
+            false,
+            &[],
+        )
+        .unwrap();
         assert!(r.q.is_none());
-        let r = revise(&my, 5, None, &bare(vec![1, 0, 0], vec![h(1, 1)]), false, &[]).unwrap();
+        let r = revise(
+            &my,
+            5,
+            None,
+            &bare(vec![1, 0, 0], vec![h(1, 1)]),
+            false,
+            &[],
+        )
+        .unwrap();
         assert_eq!(r.hops, vec![h(0, 1), h(1, 1)]);
         assert_eq!(r.q.unwrap().len(), 1);
         // Grouping: hops below k are dropped. Sender 0·1·0 → v = (1,1), k = 1.
-        let r = revise(&my, 5, None, &bare(vec![0, 1, 0], vec![h(0, 0), h(2, 1)]), false, &[]).unwrap();
+        let r = revise(
+            &my,
+            5,
+            None,
+            &bare(vec![0, 1, 0], vec![h(0, 0), h(2, 1)]),
+            false,
+            &[],
+        )
+        .unwrap();
         assert_eq!(r.hops, vec![h(1, 1), h(2, 1)]);
     }
 
@@ -209,7 +246,15 @@ mod tests {
     fn position_change_gives_dead_intrinsic() {
         // §16.5: γ (1·1·0 → low first [0,1,1]) sees β change from 1·1·1 to 1·1·2.
         let my = vec![0, 1, 1];
-        let r = revise(&my, 5, Some(&[1, 1, 1]), &bare(vec![2, 1, 1], vec![]), false, &[]).unwrap();
+        let r = revise(
+            &my,
+            5,
+            Some(&[1, 1, 1]),
+            &bare(vec![2, 1, 1], vec![]),
+            false,
+            &[],
+        )
+        .unwrap();
         let q = r.q.unwrap();
         assert_eq!(q.len(), 2);
         assert_eq!((q[0].hops.clone(), q[0].cost), (vec![h(0, 2)], Cost::Null));

@@ -92,7 +92,11 @@ pub fn select(o: Vec<NodePath>, ctx: &Ctx) -> Vec<NodePath> {
             break;
         }
         let mut mandatory = fps.insert(p1.fingerprint.id);
-        let avoid: Vec<HCoord> = vn.iter().filter(|g| !p1.hops.contains(g)).copied().collect();
+        let avoid: Vec<HCoord> = vn
+            .iter()
+            .filter(|g| !p1.hops.contains(g))
+            .copied()
+            .collect();
         if !avoid.is_empty() {
             mandatory = true;
             for g in avoid {
@@ -139,7 +143,8 @@ mod tests {
         let (b, c, d, e, f, g) = (h(0, 1), h(0, 2), h(0, 3), h(0, 4), h(0, 5), h(0, 6));
         // Arc ids: A→B 1, B→C 2, C→G 3, B→D 4, D→G 5, B→E 6, E→F 7, F→G 8, E→D 9, D→E 10.
         let f0 = fp(60, 0, &[]);
-        let mk = |hops: &[HCoord], arcs: &[u32], c: u64| np(hops, arcs, Cost::Real(c), f0.clone(), 1);
+        let mk =
+            |hops: &[HCoord], arcs: &[u32], c: u64| np(hops, arcs, Cost::Real(c), f0.clone(), 1);
         let p1 = mk(&[b, c, g], &[1, 2, 3], 150);
         let p2 = mk(&[b, d, g], &[1, 4, 5], 160);
         let p3 = mk(&[b, e, f, g], &[1, 6, 7, 8], 170);
@@ -173,7 +178,15 @@ mod tests {
         // Ten one-hop-gateway paths to (0,9) through distinct arcs and distinct first hops
         // (total 0 → the ratio test is skipped), no Vn/Z: only max_paths bounds them.
         let o: Vec<NodePath> = (1..=10u32)
-            .map(|a| np(&[h(0, a), h(0, 20)], &[a, 100 + a], Cost::Real(0), f0.clone(), 1))
+            .map(|a| {
+                np(
+                    &[h(0, a), h(0, 20)],
+                    &[a, 100 + a],
+                    Cost::Real(0),
+                    f0.clone(),
+                    1,
+                )
+            })
             .collect();
         let zero = |_: &HCoord| 0u32;
         let ctx = Ctx {

@@ -44,7 +44,9 @@ pub fn coord(my: &[u32], m: &[u32]) -> Option<HCoord> {
 }
 
 fn hops_ok(hops: &[HCoord], l: usize, cap: usize) -> bool {
-    hops.len() <= cap && hops.iter().all(|h| h.lvl < l) && hops.windows(2).all(|w| w[0].lvl <= w[1].lvl)
+    hops.len() <= cap
+        && hops.iter().all(|h| h.lvl < l)
+        && hops.windows(2).all(|w| w[0].lvl <= w[1].lvl)
 }
 
 fn fp_ok(f: &Fingerprint, l: usize) -> bool {
