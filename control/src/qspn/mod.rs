@@ -1,12 +1,17 @@
 //! QSPN, one instance per identity (qspn.md): pure logic, no I/O. The daemon's protocol
 //! runtime feeds it arcs, costs and received messages and carries out what it returns.
 pub mod cost;
+pub mod engine;
 pub mod event;
 pub mod fingerprint;
 pub mod ignore;
+pub mod lifecycle;
 pub mod map;
 pub mod msg;
 pub mod path;
 pub mod revise;
 pub mod select;
+pub mod sim;
+#[cfg(test)]
+mod sim_tests;
 pub mod validate;
