@@ -2,6 +2,8 @@
 //! runtime feeds it arcs, costs and received messages and carries out what it returns.
 pub mod cost;
 pub mod engine;
+#[cfg(test)]
+mod engine_tests;
 pub mod event;
 pub mod fingerprint;
 pub mod ignore;
@@ -9,6 +11,8 @@ pub mod lifecycle;
 pub mod map;
 pub mod msg;
 pub mod path;
+#[cfg(test)]
+mod prop_tests;
 pub mod revise;
 pub mod select;
 pub mod sim;

@@ -210,7 +210,7 @@ fn worked_example_16_3_failure_of_gamma_delta() {
 
 /// Nodes reachable from `from` through nodes whose address has `prefix_from` positions
 /// equal to `from`'s at levels `> lvl` (i.e. inside `from`'s level-`(lvl+1)` g-node).
-fn reachable_inside(s: &Sim, from: usize, lvl: usize) -> BTreeSet<usize> {
+pub(crate) fn reachable_inside(s: &Sim, from: usize, lvl: usize) -> BTreeSet<usize> {
     let my = s.nodes[from].my_naddr().to_vec();
     let inside = |m: usize| s.nodes[m].my_naddr()[lvl + 1..] == my[lvl + 1..];
     let mut seen = BTreeSet::from([from]);
