@@ -94,6 +94,8 @@ pub struct Qspn {
     pub(crate) conn_to: usize,
     /// §13.7/§19: `got_prepare_destroy` is propagated only once.
     pub(crate) prepare_destroy_seen: bool,
+    /// §12.2 threshold calculator: a constant (qspnclient), [`SPLIT_THRESHOLD_MS`] unless set.
+    pub(crate) split_threshold_ms: u64,
     pub(crate) out: Vec<Output>,
 }
 
@@ -125,6 +127,7 @@ impl Qspn {
             conn_from: 0,
             conn_to: 0,
             prepare_destroy_seen: false,
+            split_threshold_ms: SPLIT_THRESHOLD_MS,
             out: Vec::new(),
             p,
         };
@@ -617,7 +620,7 @@ impl Qspn {
             let key = (s.d, s.fe.id, s.f.id);
             if self.pending_split.insert(key) {
                 self.out.push(Output::Timer {
-                    after_ms: SPLIT_THRESHOLD_MS,
+                    after_ms: self.split_threshold_ms,
                     timer: Timer::SplitDebounce {
                         d: s.d,
                         fe: s.fe.id,
@@ -697,6 +700,11 @@ impl Qspn {
 
     pub fn arcs(&self) -> impl Iterator<Item = ArcId> + '_ {
         self.arcs.keys().copied()
+    }
+
+    /// Sets the split debounce (§12.2, default [`SPLIT_THRESHOLD_MS`]).
+    pub fn set_split_threshold_ms(&mut self, ms: u64) {
+        self.split_threshold_ms = ms;
     }
 
     pub fn arc_cost(&self, arc: ArcId) -> Option<Cost> {

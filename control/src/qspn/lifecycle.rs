@@ -2,7 +2,7 @@
 //! dismissal, leaving a split g-node).
 use super::engine::Qspn;
 use super::event::{Output, Signal, Timer};
-use super::msg::ArcId;
+use super::msg::{ArcId, Cost, HCoord};
 use super::validate::coord;
 
 /// §13.7: wait before `remove_identity`.
@@ -79,6 +79,62 @@ impl Qspn {
     /// stale).
     pub fn stop_operations(&mut self) {
         self.periodic_epoch += 1;
+    }
+
+    /// Deletes every destination of level ≥ `lvl` (`path_removed` for each shown path,
+    /// `destination_removed`). Returns whether anything was deleted.
+    pub(crate) fn wipe_levels(&mut self, lvl: usize) -> bool {
+        let gone: Vec<HCoord> = self
+            .dests
+            .keys()
+            .filter(|d| d.lvl >= lvl)
+            .copied()
+            .collect();
+        for d in &gone {
+            if let Some(ps) = self.dests.remove(d) {
+                for p in ps.iter().filter(|p| d.lvl == 0 || p.exposed) {
+                    let mut v = p.view(&self.arc_costs);
+                    v.cost = Cost::Dead;
+                    self.signal(Signal::PathRemoved(v));
+                }
+                self.signal(Signal::DestinationRemoved(*d));
+            }
+        }
+        !gone.is_empty()
+    }
+
+    /// §12.3 `exit_network(lvl)`: my level-`lvl` g-node is the younger island of a split
+    /// g-node and becomes a network of its own. Destinations of level ≥ `lvl` are deleted,
+    /// a full ETP goes to the arcs that stay (neighbour inside my level-`lvl` g-node or
+    /// address unknown), every other arc is removed (`ArcRemoved`, not a bad link).
+    pub fn exit_network(&mut self, lvl: usize) -> Vec<Output> {
+        let lvl = lvl.min(self.l);
+        let mut changed = self.wipe_levels(lvl);
+        changed |= self.update_own(true);
+        let (keep, drop): (Vec<ArcId>, Vec<ArcId>) = self
+            .arcs()
+            .partition(|a| self.neighbour_level(*a).is_none_or(|lv| lv < lvl));
+        if !keep.is_empty() {
+            let full = self.full_etp();
+            self.send(keep, full, true);
+        }
+        for arc in drop {
+            self.arcs.remove(&arc);
+            self.arc_costs.remove(&arc);
+            self.out.push(Output::ArcRemoved {
+                arc,
+                bad_link: false,
+            });
+            changed = true;
+        }
+        // Paths below `lvl` never go through an arc towards a neighbour at level ≥ `lvl`
+        // (hops are non-decreasing), so nothing else refers to the removed arcs.
+        changed |= self.wipe_levels(lvl);
+        changed |= self.update_own(true);
+        if changed {
+            self.out.push(Output::PathsChanged);
+        }
+        self.take()
     }
 
     pub(crate) fn on_remove_identity(&mut self) {

@@ -347,3 +347,57 @@ fn cost_change_reroutes() {
     // Both paths are kept (two gateways, disjoint).
     assert_eq!(s.nodes[a].paths()[&h(0, 2)].len(), 2);
 }
+
+/// §12 / §16.7 on the 3×3 grid: cutting (1,1)–(1,2) splits row 1 (a level-1 g-node whose
+/// eldest member is (1,0)); the island {(1,2)} gets a new level-1 fingerprint; the row-0 and
+/// row-2 nodes next to it see two fingerprints for row 1, flood (500 ms) and after the
+/// threshold signal `gnode_splitted` for their arc towards the island; the island then runs
+/// `exit_network(1)` and the rest of the network is consistent again.
+#[test]
+fn split_detection_and_exit_network() {
+    let (mut s, at) = grid(3, 3);
+    s.run(1_000_000).expect("converges");
+    let (a, b) = (at[&(1, 1)], at[&(1, 2)]);
+    let l = s.links.iter().position(|k| k.a == a && k.b == b).unwrap();
+    let mark = s.signals.len();
+    s.unlink(l);
+    s.run(1_000_000).expect("converges after cut");
+    let island = at[&(1, 2)];
+    assert_ne!(
+        s.nodes[island].fingerprint(1).id,
+        s.nodes[at[&(1, 0)]].fingerprint(1).id
+    );
+    let splits: Vec<(usize, Signal)> = s.signals[mark..]
+        .iter()
+        .filter(|(_, _, sg)| matches!(sg, Signal::GnodeSplitted { .. }))
+        .map(|(n, _, sg)| (*n, sg.clone()))
+        .collect();
+    let mut who: Vec<usize> = splits.iter().map(|(n, _)| *n).collect();
+    who.sort();
+    who.dedup();
+    assert_eq!(who, vec![at[&(0, 2)], at[&(2, 2)]], "{splits:?}");
+    for (n, sg) in &splits {
+        let Signal::GnodeSplitted { arc, d, fp } = sg else {
+            unreachable!()
+        };
+        assert_eq!(*d, h(1, 1));
+        assert_eq!(fp.id, s.nodes[island].fingerprint(1).id);
+        assert_eq!(s.arc_to(*n, island), Some(*arc));
+    }
+    // The island leaves.
+    let out = s.nodes[island].exit_network(1);
+    s.handle(island, out);
+    s.run(1_000_000).expect("converges after exit");
+    assert!(s.nodes[island].paths().is_empty());
+    assert_eq!(s.nodes[island].arcs().count(), 0);
+    let t = s.now + 600_001;
+    s.run_until(t, 1_000_000)
+        .expect("converges after a periodic round");
+    assert_destinations_match_reachability(&s);
+    assert_paths_sane(&s);
+    for (i, q) in s.nodes.iter().enumerate() {
+        if i != island {
+            assert_eq!(q.nodes_inside(3), 8, "node {i}");
+        }
+    }
+}
