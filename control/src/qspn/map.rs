@@ -87,9 +87,10 @@ fn count_relevant(old: u32, new: u32) -> bool {
 /// §10: updates `dests` with candidates `q` (all destinations they name) and re-evaluates
 /// also the destinations in `extra` (e.g. those reached through a changed arc). Candidates
 /// that repeat an earlier candidate's route are ignored (a peer cannot inflate the map).
-/// After a destination disappears, the destinations with a stored path through it are
-/// re-evaluated in the same round (§10.3 would drop those paths at their next evaluation;
-/// doing it now keeps the map consistent; docs/QSPN.md).
+/// A destination that disappears does not make other destinations be re-evaluated: paths
+/// through it keep their stale hop until their own destination is (§10.3, §16.5: that is
+/// what keeps a connectivity identity's routes working while a neighbour's coordinate
+/// changes).
 pub fn update_map(
     dests: &mut Dests,
     q: Vec<NodePath>,
@@ -119,40 +120,21 @@ pub fn update_map(
     };
     let mut order: Vec<_> = groups.iter().map(|(d, c)| key(d, c, dests)).collect();
     order.sort();
-    let mut work: Vec<HCoord> = order.into_iter().map(|k| k.2).rev().collect();
-    let mut done: BTreeSet<HCoord> = BTreeSet::new();
-    while let Some(d) = work.pop() {
+    for (_, _, d) in order {
         let cands = groups.remove(&d).unwrap_or_default();
-        let removed = update_one(dests, d, cands, ctx, &mut res);
-        done.insert(d);
-        if removed {
-            // Cascade: paths having `d` as an intermediate hop are now invalid (§10.3).
-            let mut more: Vec<HCoord> = dests
-                .iter()
-                .filter(|(e, ps)| {
-                    !done.contains(e)
-                        && !work.contains(e)
-                        && ps.iter().any(|p| p.hops[..p.hops.len() - 1].contains(&d))
-                })
-                .map(|(e, _)| *e)
-                .collect();
-            more.sort_by_key(|e| std::cmp::Reverse((e.lvl, *e)));
-            // Keep the pending work in order: push and re-sort by level.
-            work.extend(more);
-            work.sort_by_key(|e| std::cmp::Reverse(e.lvl));
-        }
+        update_one(dests, d, cands, ctx, &mut res);
     }
     res
 }
 
-/// One destination (§10.2–10.6). Returns true if `d` stopped being a destination.
+/// One destination (§10.2–10.6).
 fn update_one(
     dests: &mut Dests,
     d: HCoord,
     mut qd: Vec<NodePath>,
     ctx: &MapCtx,
     res: &mut MapResult,
-) -> bool {
+) {
     let m: Vec<NodePath> = dests.get(&d).cloned().unwrap_or_default();
     // §10.2 merge; the flag = "changed" (V) for stored paths.
     let mut o: Vec<(NodePath, bool)> = Vec::with_capacity(m.len() + qd.len());
@@ -288,8 +270,7 @@ fn update_one(
     res.signals.extend(sig_new);
     res.signals.extend(sig_rem);
     res.signals.extend(sig_chg);
-    let gone = !m.is_empty() && kept.is_empty();
-    if gone {
+    if !m.is_empty() && kept.is_empty() {
         res.signals.push(Signal::DestinationRemoved(d));
     }
     if kept != m {
@@ -300,7 +281,6 @@ fn update_one(
     } else {
         dests.insert(d, kept);
     }
-    gone
 }
 
 #[cfg(test)]
@@ -362,7 +342,7 @@ mod tests {
     }
 
     #[test]
-    fn unknown_intermediate_hop_is_filtered_and_cascade() {
+    fn unknown_intermediate_hop_is_filtered_but_no_cascade() {
         let costs: BTreeMap<_, _> = [(1, Cost::Real(100))].into();
         let mut dests = Dests::new();
         let far = np(
@@ -383,12 +363,14 @@ mod tests {
             &ctx(&costs),
         );
         assert_eq!(dests.len(), 2);
-        // Killing (0,1) also drops (1,1) in the same round.
+        // Killing (0,1) leaves (1,1) alone (stale hop, §16.5) until (1,1) is re-evaluated.
         let mut dead = intr;
         dead.cost = Cost::Dead;
         let r = update_map(&mut dests, vec![dead], BTreeSet::new(), &ctx(&costs));
+        assert_eq!(dests.len(), 1);
+        assert_eq!(r.p.len(), 1);
+        let r = update_map(&mut dests, vec![], [h(1, 1)].into(), &ctx(&costs));
         assert!(dests.is_empty());
-        assert_eq!(r.p.len(), 2);
         assert!(r.signals.contains(&Signal::DestinationRemoved(h(1, 1))));
     }
 
