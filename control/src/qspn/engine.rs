@@ -61,6 +61,10 @@ pub(crate) enum Purpose {
     ArcAdd,
     /// §11.2/§11.3: gathering full ETPs after a cost change or a removal.
     Gather,
+    /// §13.2: the bootstrap task's request on a queued arc.
+    BootQueue,
+    /// §13.2: the requests of the bootstrap exit, before the final broadcast.
+    BootExit,
 }
 
 #[derive(Clone, Debug)]
@@ -94,6 +98,18 @@ pub struct Qspn {
     pub(crate) conn_to: usize,
     /// §13.7/§19: `got_prepare_destroy` is propagated only once.
     pub(crate) prepare_destroy_seen: bool,
+    /// §13.2: `host_gnode_level` (`l` for `create_net`).
+    pub(crate) host_level: usize,
+    /// §13.3 normative fix: the guest level given at construction, kept after the bootstrap.
+    pub(crate) orig_guest_level: usize,
+    /// §13.2 `queued_arcs`.
+    pub(crate) queued: VecDeque<ArcId>,
+    /// §13.2: a bootstrap request is outstanding.
+    pub(crate) boot_busy: bool,
+    /// §13.2 exit: requests still outstanding before the final broadcast.
+    pub(crate) exit_pending: usize,
+    /// §13.2: the ids given to `BootstrapArgs::external_arcs`, same order.
+    pub(crate) external_ids: Vec<ArcId>,
     /// §12.2 threshold calculator: a constant (qspnclient), [`SPLIT_THRESHOLD_MS`] unless set.
     pub(crate) split_threshold_ms: u64,
     pub(crate) out: Vec<Output>,
@@ -108,7 +124,7 @@ fn splitmix64(s: &mut u64) -> u64 {
 }
 
 impl Qspn {
-    fn blank(p: Params, my_naddr: Vec<u32>, my_fp: Fingerprint) -> Self {
+    pub(crate) fn blank(p: Params, my_naddr: Vec<u32>, my_fp: Fingerprint) -> Self {
         let l = p.gsizes.len();
         let rng = p.seed;
         let mut q = Self {
@@ -128,6 +144,12 @@ impl Qspn {
             conn_to: 0,
             prepare_destroy_seen: false,
             split_threshold_ms: SPLIT_THRESHOLD_MS,
+            host_level: l,
+            orig_guest_level: l,
+            queued: VecDeque::new(),
+            boot_busy: false,
+            exit_pending: 0,
+            external_ids: Vec::new(),
             out: Vec::new(),
             p,
         };
@@ -160,7 +182,7 @@ impl Qspn {
         self.out.push(Output::Signal(s));
     }
 
-    fn new_arc_id(&mut self) -> ArcId {
+    pub(crate) fn new_arc_id(&mut self) -> ArcId {
         loop {
             // 1 ..= 2^31 − 2 (§2.3).
             let id = (splitmix64(&mut self.rng) % 0x7FFF_FFFE) as u32 + 1;
@@ -328,7 +350,7 @@ impl Qspn {
 
     /// Processes a validated ETP received over `arc` (§9 + §10). Returns the revised hop
     /// list (None when the ETP was dropped as cyclic), P and whether own data changed.
-    fn process(
+    pub(crate) fn process(
         &mut self,
         arc: ArcId,
         m: &EtpMessage,
@@ -375,6 +397,12 @@ impl Qspn {
         self.arc_costs.insert(id, cost);
         if self.is_bootstrap_complete() {
             self.request(id, Purpose::ArcAdd);
+        } else {
+            // §13.2: new arcs are only queued for the bootstrap task.
+            self.queued.push_back(id);
+            if !self.boot_busy {
+                self.boot_next();
+            }
         }
         (id, self.take())
     }
@@ -386,7 +414,7 @@ impl Qspn {
         }
     }
 
-    fn gather_all(&mut self) {
+    pub(crate) fn gather_all(&mut self) {
         let arcs: Vec<ArcId> = self.arcs.keys().copied().collect();
         for a in arcs {
             self.request(a, Purpose::Gather);
@@ -394,7 +422,7 @@ impl Qspn {
     }
 
     /// An update ETP (§7.5) to all arcs if the round changed anything.
-    fn publish_update(&mut self, p: &[NodePath], own: bool) {
+    pub(crate) fn publish_update(&mut self, p: &[NodePath], own: bool) {
         if !p.is_empty() || own {
             let etp = self.etp(vec![], p);
             let arcs = self.all_arcs_but(None);
@@ -443,6 +471,8 @@ impl Qspn {
             return;
         };
         self.arc_costs.remove(&arc);
+        // §13.2/§18.2: out of the bootstrap queue and the arc list.
+        self.queued.retain(|a| *a != arc);
         if st.naddr.is_some() {
             self.out.push(Output::PathsChanged);
         }
@@ -458,11 +488,26 @@ impl Qspn {
             })
             .collect();
         let (p, own) = self.round(dead, BTreeSet::new(), None);
-        if !self.is_bootstrap_complete() {
-            return;
+        if self.is_bootstrap_complete() {
+            self.publish_update(&p, own);
+            self.gather_all();
         }
-        self.publish_update(&p, own);
-        self.gather_all();
+        // Requests still outstanding on the arc will never be answered.
+        for why in st.pending {
+            self.abandon(why);
+        }
+    }
+
+    /// A request of purpose `why` ended without a usable answer: let its procedure go on.
+    pub(crate) fn abandon(&mut self, why: Purpose) {
+        match why {
+            Purpose::BootQueue => {
+                self.boot_busy = false;
+                self.boot_next();
+            }
+            Purpose::BootExit => self.exit_done_one(),
+            Purpose::ArcAdd | Purpose::Gather => {}
+        }
     }
 
     /// The engine drops an arc on its own (§8.3, §7.3): as `arc_remove`, plus `ArcRemoved`.
@@ -501,7 +546,8 @@ impl Qspn {
     }
 
     /// The answer to one of my `RequestFullEtp` on `arc` (§8.3 reactions; §11.1/§11.2/§11.3
-    /// continuations). Replies nobody asked for are ignored.
+    /// and §13.2 continuations). Replies nobody asked for are ignored. Each reply is processed
+    /// on its own as it arrives (see the module doc).
     pub fn on_full_etp(&mut self, arc: ArcId, reply: Result<EtpMessage, Refusal>) -> Vec<Output> {
         let Some(why) = self
             .arcs
@@ -510,39 +556,59 @@ impl Qspn {
         else {
             return vec![];
         };
-        match reply {
+        let ok = match reply {
             // The neighbour will flood when its bootstrap ends: give up for this round.
-            Err(Refusal::BootstrapInProgress) => {}
-            Err(Refusal::NotAccepted) => self.drop_arc(arc, false),
+            Err(Refusal::BootstrapInProgress) => None,
+            Err(Refusal::NotAccepted) => {
+                self.drop_arc(arc, false);
+                None
+            }
             Ok(m) => {
-                if check(&m, &self.my_naddr, &self.p.gsizes).is_err() {
+                if check(&m, &self.my_naddr, &self.p.gsizes).is_ok() {
+                    Some(m)
+                } else {
                     self.drop_arc(arc, false);
-                    return self.take();
-                }
-                let (hops, p, own) = self.process(arc, &m, true);
-                match why {
-                    Purpose::ArcAdd => {
-                        let others = self.all_arcs_but(Some(arc));
-                        if (!p.is_empty() || own) && !others.is_empty() {
-                            let etp = self.etp(hops.unwrap_or_default(), &p);
-                            self.send(others, etp, false);
-                        }
-                        let full = self.full_etp();
-                        self.send(vec![arc], full, true);
-                    }
-                    Purpose::Gather => self.publish_update(&p, own),
+                    None
                 }
             }
+        };
+        match (why, ok) {
+            (Purpose::ArcAdd, Some(m)) => {
+                let (hops, p, own) = self.process(arc, &m, true);
+                let others = self.all_arcs_but(Some(arc));
+                if (!p.is_empty() || own) && !others.is_empty() {
+                    let etp = self.etp(hops.unwrap_or_default(), &p);
+                    self.send(others, etp, false);
+                }
+                let full = self.full_etp();
+                self.send(vec![arc], full, true);
+            }
+            (Purpose::Gather, Some(m)) => {
+                let (_, p, own) = self.process(arc, &m, true);
+                self.publish_update(&p, own);
+            }
+            (Purpose::BootQueue, ok) => self.boot_reply(arc, ok),
+            (Purpose::BootExit, ok) => {
+                if let Some(m) = ok {
+                    self.process(arc, &m, true);
+                }
+                self.exit_done_one();
+            }
+            (Purpose::ArcAdd | Purpose::Gather, None) => {}
         }
         self.take()
     }
 
     /// A transport error on a request over `arc` (§8.3): the arc is removed, bad link.
     pub fn on_request_failed(&mut self, arc: ArcId) -> Vec<Output> {
-        if let Some(st) = self.arcs.get_mut(&arc) {
-            st.pending.pop_front();
-        }
+        let why = self
+            .arcs
+            .get_mut(&arc)
+            .and_then(|st| st.pending.pop_front());
         self.drop_arc(arc, true);
+        if let Some(why) = why {
+            self.abandon(why);
+        }
         self.take()
     }
 
@@ -553,6 +619,21 @@ impl Qspn {
         }
         if check(&etp, &self.my_naddr, &self.p.gsizes).is_err() {
             self.drop_arc(arc, false);
+            return self.take();
+        }
+        if !self.is_bootstrap_complete() {
+            // §13.2: only a member of the moving g-node that knows the host g-node's
+            // level-(h−1) destinations ends the bootstrap this way; nothing is forwarded.
+            let inside =
+                coord(&self.my_naddr, &etp.node_address).is_some_and(|v| v.lvl < self.guest_level);
+            let knows = etp
+                .p_list
+                .iter()
+                .any(|p| p.hops.last().is_some_and(|h| h.lvl + 1 == self.host_level));
+            if inside && knows {
+                self.process(arc, &etp, is_full);
+                self.exit_bootstrap();
+            }
             return self.take();
         }
         let (hops, p, own) = self.process(arc, &etp, is_full);
@@ -590,7 +671,14 @@ impl Qspn {
             Timer::SplitFlood { dests } => self.split_flood(&dests),
             Timer::SplitDebounce { d, fe, f } => self.split_signal(d, fe, f),
             Timer::RemoveIdentity => self.on_remove_identity(),
-            _ => {}
+            Timer::BootstrapGiveUp => {
+                if !self.is_bootstrap_complete() {
+                    self.exit_bootstrap();
+                }
+            }
+            Timer::PresenceNotified => self.signal(Signal::PresenceNotified),
+            Timer::ConnectivityNotice { lvl, old_pos } => self.connectivity_notice(lvl, old_pos),
+            Timer::Periodic { .. } => {}
         }
         self.take()
     }

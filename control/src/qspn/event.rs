@@ -18,8 +18,9 @@ pub enum Timer {
     BootstrapGiveUp,
     /// §13.2: `presence_notified` 1 s after the final broadcast.
     PresenceNotified,
-    /// §13.4: the connectivity notice 50 ms after `make_connectivity`.
-    ConnectivityNotice,
+    /// §13.4: the connectivity notice 50 ms after `make_connectivity` (`lvl` = from−1,
+    /// `old_pos` = my old position there).
+    ConnectivityNotice { lvl: usize, old_pos: u32 },
     /// §13.7: `remove_identity` 10 s after `got_prepare_destroy`.
     RemoveIdentity,
 }

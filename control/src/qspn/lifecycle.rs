@@ -2,11 +2,43 @@
 //! dismissal, leaving a split g-node).
 use super::engine::Qspn;
 use super::event::{Output, Signal, Timer};
+use super::map::{adjacent_gnodes, Dests};
 use super::msg::{ArcId, Cost, HCoord};
 use super::validate::coord;
 
 /// §13.7: wait before `remove_identity`.
 pub const PREPARE_DESTROY_MS: u64 = 10_000;
+/// §13.4: delay of the connectivity notice.
+pub const CONNECTIVITY_NOTICE_MS: u64 = 50;
+
+/// §13.6 on a map: `i = from−1`, `j = to`; skip empty levels; `X` = destinations of levels
+/// `i..j−1`, `Y` = level-`i` g-nodes adjacent to mine (as `Z` of §10.4); true iff every
+/// `x ∈ X` has, for every `y ∈ Y` with `x ≠ y`, a stored path through `y`.
+pub fn check_connectivity_of(dests: &Dests, from: usize, to: usize) -> bool {
+    let mut i = from.saturating_sub(1);
+    let j = to;
+    loop {
+        if j <= i {
+            return true;
+        }
+        if dests.keys().any(|d| d.lvl == i) {
+            break;
+        }
+        i += 1;
+    }
+    let y: Vec<HCoord> = adjacent_gnodes(dests, i)
+        .into_iter()
+        .filter(|g| g.lvl == i)
+        .collect();
+    dests
+        .iter()
+        .filter(|(x, _)| x.lvl >= i && x.lvl < j)
+        .all(|(x, ps)| {
+            y.iter()
+                .filter(|g| *g != x)
+                .all(|g| ps.iter().any(|p| p.hops.contains(g)))
+        })
+}
 
 impl Qspn {
     /// The coordinate level of the neighbour on `arc`, if its address is known.
@@ -79,6 +111,32 @@ impl Qspn {
     /// stale).
     pub fn stop_operations(&mut self) {
         self.periodic_epoch += 1;
+    }
+
+    /// §13.5 `remove_outer_arcs` (connectivity identities only; a main identity ignores
+    /// it): every arc whose neighbour's coordinate level is ≥ `connectivity_to_level`, or
+    /// whose neighbour address is unknown (HEAD), is removed as by `arc_remove` and reported
+    /// with `ArcRemoved { bad_link: false }`.
+    pub fn remove_outer_arcs(&mut self) -> Vec<Output> {
+        if !self.is_connectivity() {
+            return vec![];
+        }
+        let to = self.conn_to;
+        let outer: Vec<ArcId> = self
+            .arcs()
+            .filter(|a| self.neighbour_level(*a).is_none_or(|lv| lv >= to))
+            .collect();
+        for arc in outer {
+            self.drop_arc(arc, false);
+        }
+        self.take()
+    }
+
+    /// §13.6 `check_connectivity`: may this connectivity identity be dismissed without
+    /// splitting its g-nodes of levels `from..to`? (Locking is the caller's business.)
+    /// A main identity answers false.
+    pub fn check_connectivity(&self) -> bool {
+        self.is_connectivity() && check_connectivity_of(&self.dests, self.conn_from, self.conn_to)
     }
 
     /// Deletes every destination of level ≥ `lvl` (`path_removed` for each shown path,

@@ -1,5 +1,6 @@
 //! QSPN, one instance per identity (qspn.md): pure logic, no I/O. The daemon's protocol
 //! runtime feeds it arcs, costs and received messages and carries out what it returns.
+pub mod bootstrap;
 pub mod cost;
 pub mod engine;
 #[cfg(test)]
