@@ -9,6 +9,8 @@ pub mod event;
 pub mod fingerprint;
 pub mod ignore;
 pub mod lifecycle;
+#[cfg(test)]
+mod lifecycle_tests;
 pub mod map;
 pub mod msg;
 pub mod path;
