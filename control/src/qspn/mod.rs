@@ -22,3 +22,9 @@ pub mod sim;
 #[cfg(test)]
 mod sim_tests;
 pub mod validate;
+pub use {
+    bootstrap::{BootstrapArgs, InternalArc},
+    engine::{Params, Qspn},
+    event::{Output, Signal, Timer},
+    path::PathView,
+};

@@ -113,6 +113,8 @@ proptest! {
         let mut s = build(&addrs, &edges, chain);
         prop_assert!(settle(&mut s), "no convergence");
         assert_paths_sane(&s);
+        // Every ETP the engines produced passed the receivers' §7.3 validation.
+        prop_assert!(s.arcs_removed.is_empty(), "{:?}", s.arcs_removed);
         if chain {
             prop_assert!(gnodes_connected(&s));
         }
@@ -125,6 +127,7 @@ proptest! {
             s.unlink(l);
             prop_assert!(settle(&mut s), "no convergence after cut");
             assert_paths_sane(&s);
+            prop_assert!(s.arcs_removed.is_empty(), "{:?}", s.arcs_removed);
             if gnodes_connected(&s) {
                 assert_destinations_match_reachability(&s);
             }

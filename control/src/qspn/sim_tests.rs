@@ -31,6 +31,7 @@ fn chain() -> (Sim, [usize; 5]) {
     s.link(ga, de, 11000, 10000);
     s.link(de, mu, 11000, 10000);
     s.run(100_000).expect("converges");
+    assert!(s.arcs_removed.is_empty());
     (s, [al, be, ga, de, mu])
 }
 
@@ -324,6 +325,7 @@ fn grid_3x3_converges_and_survives_a_cut() {
     for q in &s.nodes {
         assert_eq!(q.nodes_inside(3), 9);
     }
+    assert!(s.arcs_removed.is_empty(), "{:?}", s.arcs_removed);
 }
 
 #[test]
