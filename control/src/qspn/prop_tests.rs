@@ -177,3 +177,98 @@ proptest! {
         }
     }
 }
+
+/// Directed shortest distances from `from` (cost of `x → y` = x's measurement).
+fn dijkstra(n: usize, edges: &[(usize, usize, u64)], from: usize) -> Vec<Option<u64>> {
+    let mut dist = vec![None; n];
+    let mut done = vec![false; n];
+    dist[from] = Some(0);
+    for _ in 0..n {
+        let Some(u) = (0..n)
+            .filter(|&i| !done[i] && dist[i].is_some())
+            .min_by_key(|&i| dist[i])
+        else {
+            break;
+        };
+        done[u] = true;
+        for &(x, y, c) in edges {
+            if x == u {
+                let nd = dist[u].unwrap() + c;
+                if dist[y].is_none_or(|d| nd < d) {
+                    dist[y] = Some(nd);
+                }
+            }
+        }
+    }
+    dist
+}
+
+/// In a flat network (every node in one level-1 g-node) without cost changes, each
+/// node's cheapest path to every other node costs exactly the directed shortest distance;
+/// also after cutting an arc.
+fn check_flat_costs(s: &Sim) -> Result<(), TestCaseError> {
+    let n = s.nodes.len();
+    let mut edges = Vec::new();
+    for k in s.links.iter().filter(|k| k.alive) {
+        let ca = s.nodes[k.a].arc_cost(k.arc_a).unwrap();
+        let cb = s.nodes[k.b].arc_cost(k.arc_b).unwrap();
+        let (Cost::Real(ca), Cost::Real(cb)) = (ca, cb) else {
+            unreachable!()
+        };
+        edges.push((k.a, k.b, ca));
+        edges.push((k.b, k.a, cb));
+    }
+    for x in 0..n {
+        let dist = dijkstra(n, &edges, x);
+        let paths = s.nodes[x].paths();
+        for (y, d) in dist.iter().enumerate() {
+            if y == x {
+                continue;
+            }
+            let c = HCoord {
+                lvl: 0,
+                pos: s.nodes[y].my_naddr()[0],
+            };
+            let got = paths.get(&c).map(|ps| ps[0].cost);
+            prop_assert_eq!(got, d.map(Cost::Real), "{} → {}", x, y);
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 32,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn flat_networks_find_shortest_paths(
+        n in 2..9usize,
+        edges in proptest::collection::vec((0..9usize, 0..9usize, 1..1000u64, 1..1000u64), 1..20),
+        cut in 0..20usize,
+    ) {
+        let mut s = Sim::new(vec![16, 2]);
+        for i in 0..n {
+            s.add_node(vec![i as u32, 0], fp0(500 + i as u64, 2, i as u32));
+        }
+        let mut seen = BTreeSet::new();
+        for &(x, y, c1, c2) in &edges {
+            let (x, y) = (x % n, y % n);
+            if x != y && seen.insert((x.min(y), x.max(y))) {
+                s.link(x, y, c1, c2);
+            }
+        }
+        prop_assert!(settle(&mut s));
+        check_flat_costs(&s)?;
+        assert_destinations_match_reachability(&s);
+        if !s.links.is_empty() {
+            let l = cut % s.links.len();
+            s.unlink(l);
+            prop_assert!(settle(&mut s));
+            check_flat_costs(&s)?;
+            assert_destinations_match_reachability(&s);
+        }
+    }
+}
