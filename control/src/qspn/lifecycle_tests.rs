@@ -373,3 +373,163 @@ fn prepare_destroy_propagates_once() {
         bad_link: false
     }));
 }
+
+fn boot(gs: &[u32], my: Vec<u32>, g: usize, hl: usize, n_ext: usize) -> Qspn {
+    let (prev, _) = Qspn::create_net(
+        Params::new(gs.to_vec(), 1),
+        vec![0; gs.len()],
+        fp0(1, gs.len(), 0),
+    );
+    let (q, _) = Qspn::enter_net(
+        Params::new(gs.to_vec(), 2),
+        BootstrapArgs {
+            internal_arcs: vec![],
+            external_arcs: vec![Cost::Real(10); n_ext],
+            my_naddr: my,
+            my_fp: fp0(2, gs.len(), 5),
+            guest_gnode_level: g,
+            host_gnode_level: hl,
+            previous: &prev,
+            update_internal_fingerprints: None,
+        },
+    );
+    q
+}
+
+/// §13.2: in bootstrap, a send_etp from outside the moving g-node is ignored; from inside it
+/// ends the bootstrap only if it carries a path to a level-(h−1) destination.
+#[test]
+fn bootstrap_send_etp_filter() {
+    let gs = [2, 2, 2];
+    // Moving g-node of level 1 (g = 1), host of level 2 (h = 2); me `0·1·1` → [1,1,0].
+    let mut q = boot(&gs, vec![1, 1, 0], 1, 2, 1);
+    let a = q.external_arc_ids()[0];
+    let neighbour = |addr: Vec<u32>, with_h1: bool| {
+        let (n, _) = Qspn::create_net(Params::new(gs.to_vec(), 3), addr, fp0(3, 3, 1));
+        let mut m = n.full_etp();
+        if with_h1 {
+            m.p_list.push(super::msg::EtpPath {
+                hops: vec![h(1, 0)],
+                arcs: vec![9],
+                cost: Cost::Real(1),
+                fingerprint: super::msg::Fingerprint {
+                    level: 1,
+                    ..fp0(8, 3, 0)
+                },
+                nodes_inside: 1,
+                ignore_outside: vec![false, false, true],
+            });
+        }
+        m
+    };
+    // Outside (coordinate level 1 ≥ g): ignored.
+    let out = q.on_send_etp(a, neighbour(vec![1, 0, 0], true), false);
+    assert!(out.is_empty(), "{out:?}");
+    assert!(!q.is_bootstrap_complete());
+    // Inside (level 0) without knowledge of the host g-node: ignored.
+    let out = q.on_send_etp(a, neighbour(vec![0, 1, 0], false), false);
+    assert!(out.is_empty(), "{out:?}");
+    // Inside with a path to a level-1 destination: processed, bootstrap ends, no forward.
+    let out = q.on_send_etp(a, neighbour(vec![0, 1, 0], true), false);
+    assert!(q.is_bootstrap_complete());
+    assert!(out.contains(&Output::Signal(Signal::BootstrapComplete)));
+    assert!(out.contains(&Output::RequestFullEtp { arc: a }));
+    assert!(!out.iter().any(|o| matches!(o, Output::SendEtp { .. })));
+    assert!(q.paths().contains_key(&h(1, 0)));
+    // Replies come per arc in request order: first the bootstrap task's own request (sent
+    // at construction), then the exit's; after that, the final broadcast and the timer.
+    let out = q.on_full_etp(a, Err(Refusal::BootstrapInProgress));
+    assert!(out.is_empty(), "{out:?}");
+    let out = q.on_full_etp(a, Err(Refusal::BootstrapInProgress));
+    assert!(out
+        .iter()
+        .any(|o| matches!(o, Output::SendEtp { is_full: true, .. })));
+    assert!(out.contains(&Output::Timer {
+        after_ms: 1_000,
+        timer: Timer::PresenceNotified
+    }));
+}
+
+/// §13.2: arcs added in bootstrap are queued; removed ones leave queue and arc list (§18.2);
+/// cost changes only swap the cost.
+#[test]
+fn bootstrap_arc_events() {
+    let gs = [2, 2, 2];
+    let mut q = boot(&gs, vec![2, 1, 0], 0, 1, 1);
+    let a = q.external_arc_ids()[0];
+    let (b, out) = q.arc_add(Cost::Real(3));
+    assert!(out.is_empty(), "{out:?}"); // a is being asked: b waits in the queue
+    assert_eq!(q.queued_arcs(), [b].into());
+    assert!(q.arc_changed(b, Cost::Real(4)).is_empty());
+    assert_eq!(q.arc_cost(b), Some(Cost::Real(4)));
+    let out = q.arc_remove(b);
+    assert!(!out
+        .iter()
+        .any(|o| matches!(o, Output::SendEtp { .. } | Output::RequestFullEtp { .. })));
+    assert!(q.queued_arcs().is_empty());
+    assert_eq!(q.arcs().collect::<Vec<_>>(), vec![a]);
+    // Removing the arc being asked moves the task on: empty queue → give-up timer.
+    let out = q.arc_remove(a);
+    assert!(out.contains(&Output::Timer {
+        after_ms: 10_000,
+        timer: Timer::BootstrapGiveUp
+    }));
+    // A reply from a neighbour outside [g, h) does not end the bootstrap.
+    let (c, out) = q.arc_add(Cost::Real(3));
+    assert_eq!(out, vec![Output::RequestFullEtp { arc: c }]);
+    let (far, _) = Qspn::create_net(Params::new(gs.to_vec(), 3), vec![0, 0, 1], fp0(3, 3, 1));
+    let out = q.on_full_etp(c, Ok(far.full_etp()));
+    assert!(!q.is_bootstrap_complete());
+    assert!(out.contains(&Output::Timer {
+        after_ms: 10_000,
+        timer: Timer::BootstrapGiveUp
+    }));
+}
+
+/// §13.3 normative fix: after the bootstrap, make_real rewrites only internal neighbours
+/// (coordinate level < the original guest level) and notifies every other neighbour.
+#[test]
+fn make_real_after_bootstrap_uses_the_original_guest_level() {
+    let gs = [2, 2, 2];
+    // g = 1, h = 2; me `0·2·1` (virtual at level h−1 = 1) → [1,2,0].
+    let mut q = boot(&gs, vec![1, 2, 0], 1, 2, 0);
+    let (inner, _) = q.arc_add(Cost::Real(1));
+    let (outer, _) = q.arc_add(Cost::Real(1));
+    let (unknown, _) = q.arc_add(Cost::Real(1));
+    q.on_timer(Timer::BootstrapGiveUp);
+    assert!(q.is_bootstrap_complete());
+    let _ = q.on_get_full_etp(inner, &[0, 2, 0]);
+    let _ = q.on_get_full_etp(outer, &[0, 0, 0]);
+    let out = q.make_real(
+        &|a: &[u32]| {
+            let mut v = a.to_vec();
+            if v[1] == 2 {
+                v[1] = 1;
+            }
+            v
+        },
+        None,
+        fp0(2, 3, 5),
+    );
+    assert_eq!(q.my_naddr(), &[1, 1, 0]);
+    assert_eq!(q.neighbour_address(inner), Some(&[0, 1, 0][..]));
+    assert_eq!(q.neighbour_address(outer), Some(&[0, 0, 0][..]));
+    let sent: Vec<_> = out
+        .iter()
+        .filter_map(|o| {
+            if let Output::SendEtp { arcs, etp, .. } = o {
+                Some((arcs.clone(), etp.clone()))
+            } else {
+                None
+            }
+        })
+        .collect();
+    assert_eq!(sent.len(), 1);
+    let mut want = vec![outer, unknown];
+    want.sort();
+    let mut got = sent[0].0.clone();
+    got.sort();
+    assert_eq!(got, want);
+    assert!(sent[0].1.p_list.is_empty() && sent[0].1.hops.is_empty());
+    assert_eq!(sent[0].1.node_address, vec![1, 1, 0]);
+}
