@@ -73,11 +73,28 @@ fn settle(s: &mut Sim) -> bool {
     s.run(2_000_000).is_ok() && s.run_until(t, 2_000_000).is_ok()
 }
 
+/// A level-0 fingerprint with consistent elderships: level 0 = `e0` (the node's own),
+/// level `k ≥ 1` = a function of the node's level-`k` g-node only (the positions at levels
+/// `≥ k`), as every member of a g-node must report the same eldership for it.
+pub(crate) fn fp_at(id: u64, naddr: &[u32], e0: u32) -> Fingerprint {
+    let mut e = vec![e0];
+    for k in 1..naddr.len() {
+        e.push(naddr[k..].iter().rev().fold(0u32, |acc, p| acc * 10 + p));
+    }
+    Fingerprint {
+        id,
+        level: 0,
+        elderships: e,
+        elderships_seed: vec![],
+    }
+}
+
 fn build(addrs: &[usize], edges: &[(usize, usize, u64, u64)], chain: bool) -> Sim {
     let mut s = Sim::new(GS.to_vec());
     for (i, &a) in addrs.iter().enumerate() {
         let naddr = vec![(a % 3) as u32, ((a / 3) % 3) as u32, (a / 9) as u32];
-        s.add_node(naddr, fp0(1000 + i as u64, 3, i as u32));
+        let f = fp_at(1000 + i as u64, &naddr, i as u32);
+        s.add_node(naddr, f);
     }
     let mut seen = BTreeSet::new();
     if chain {
@@ -270,5 +287,76 @@ proptest! {
             check_flat_costs(&s)?;
             assert_destinations_match_reachability(&s);
         }
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 24,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// A node enters a random (chained, so g-nodes are connected) network with `enter_net`
+    /// (g = 0, h = 1: a free level-0 position in an existing level-1 g-node) and arcs to
+    /// one member of that g-node plus random others; after its bootstrap everybody agrees
+    /// with reachability again.
+    #[test]
+    fn a_node_enters_a_random_network(
+        addrs in proptest::sample::subsequence((0..18usize).collect::<Vec<_>>(), 2..8),
+        edges in proptest::collection::vec((0..8usize, 0..8usize, 0..5000u64, 0..5000u64), 0..10),
+        host in 0..8usize,
+        extra in proptest::collection::vec(0..8usize, 0..3),
+    ) {
+        let mut s = build(&addrs, &edges, true);
+        prop_assert!(settle(&mut s));
+        let n = s.nodes.len();
+        let host = host % n;
+        let hn = s.nodes[host].my_naddr().to_vec();
+        // A free level-0 position in the host's level-1 g-node, if any.
+        let taken: BTreeSet<u32> = s
+            .nodes
+            .iter()
+            .filter(|q| q.my_naddr()[1..] == hn[1..])
+            .map(|q| q.my_naddr()[0])
+            .collect();
+        let Some(free) = (0..GS[0]).find(|p| !taken.contains(p)) else { return Ok(()) };
+        let mut my = hn.clone();
+        my[0] = free;
+        let my_fp = fp_at(4243, &my, 50);
+        let (prev, _) = Qspn::create_net(Params::new(GS.to_vec(), 4242), vec![0, 0, 2], fp0(4242, 3, 0));
+        let mut peers = vec![host];
+        for e in extra {
+            if !peers.contains(&(e % n)) {
+                peers.push(e % n);
+            }
+        }
+        let (q, out) = Qspn::enter_net(
+            Params::new(GS.to_vec(), 4243),
+            super::bootstrap::BootstrapArgs {
+                internal_arcs: vec![],
+                external_arcs: vec![Cost::Real(700); peers.len()],
+                my_naddr: my,
+                my_fp,
+                guest_gnode_level: 0,
+                host_gnode_level: 1,
+                previous: &prev,
+                update_internal_fingerprints: None,
+            },
+        );
+        let ext = q.external_arc_ids().to_vec();
+        let me = s.add_instance(q, out);
+        for (i, &p) in peers.iter().enumerate() {
+            let (pa, out) = s.nodes[p].arc_add(Cost::Real(650));
+            s.link_existing(me, ext[i], p, pa);
+            s.handle(p, out);
+        }
+        prop_assert!(settle(&mut s));
+        prop_assert!(s.nodes[me].is_bootstrap_complete());
+        prop_assert!(s.signals_of(me).contains(&super::event::Signal::PresenceNotified));
+        assert_paths_sane(&s);
+        prop_assert!(s.arcs_removed.is_empty(), "{:?}", s.arcs_removed);
+        assert_destinations_match_reachability(&s);
+        assert_counts(&s);
     }
 }
