@@ -174,8 +174,16 @@ impl Qspn {
         (q, out)
     }
 
+    /// The outputs of the call; `PathsChanged` at most once, last (the runtime re-reads the
+    /// queries after everything else of the call).
     pub(crate) fn take(&mut self) -> Vec<Output> {
-        std::mem::take(&mut self.out)
+        let mut out = std::mem::take(&mut self.out);
+        let n = out.len();
+        out.retain(|o| *o != Output::PathsChanged);
+        if out.len() != n {
+            out.push(Output::PathsChanged);
+        }
+        out
     }
 
     pub(crate) fn signal(&mut self, s: Signal) {

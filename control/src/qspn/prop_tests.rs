@@ -148,6 +148,21 @@ proptest! {
             if gnodes_connected(&s) {
                 assert_destinations_match_reachability(&s);
             }
+            // A cost change on an alive link (both directions, ×4 or ÷4).
+            if let Some(l) = (0..s.links.len()).map(|i| (i + cut) % s.links.len()).find(|&i| s.links[i].alive) {
+                let k = s.links[l];
+                let up = cut % 2 == 0;
+                for (node, arc) in [(k.a, k.arc_a), (k.b, k.arc_b)] {
+                    let Some(Cost::Real(c)) = s.nodes[node].arc_cost(arc) else { unreachable!() };
+                    s.set_cost(l, node, if up { c * 4 } else { (c / 4).max(1) });
+                }
+                prop_assert!(settle(&mut s), "no convergence after a cost change");
+                assert_paths_sane(&s);
+                prop_assert!(s.arcs_removed.is_empty(), "{:?}", s.arcs_removed);
+                if gnodes_connected(&s) {
+                    assert_destinations_match_reachability(&s);
+                }
+            }
         }
     }
 
