@@ -403,3 +403,69 @@ fn split_detection_and_exit_network() {
         }
     }
 }
+
+/// §16.7 (testsuite `check_gnode_split`): level-1 g-node `:3:0` = chain 430–530–630–730
+/// (430 eldest), attached to `:0:0` by 500–530 and 300–730 and to `:1:0` by 210–430;
+/// `:1:0` reaches `:0:0` by 210–300. Removing 430–530 leaves {430} and {530, 630, 730};
+/// 300 and 500 signal `gnode_splitted` for their arc to the younger island, 210 does not;
+/// the island runs `exit_network(1)` and keeps only its 2 level-0 destinations.
+#[test]
+fn worked_example_16_7_split() {
+    let mut s = Sim::new(vec![8, 4, 2]);
+    // "abc" = positions a (level 0), b (level 1), c (level 2).
+    let mut node = |s: &mut Sim, a: u32, b: u32, c: u32, e0: u32| {
+        let naddr = vec![a, b, c];
+        let f = super::prop_tests::fp_at(u64::from(a * 100 + b * 10 + c), &naddr, e0);
+        s.add_node(naddr, f)
+    };
+    let n430 = node(&mut s, 4, 3, 0, 0);
+    let n530 = node(&mut s, 5, 3, 0, 1);
+    let n630 = node(&mut s, 6, 3, 0, 2);
+    let n730 = node(&mut s, 7, 3, 0, 3);
+    let n500 = node(&mut s, 5, 0, 0, 0);
+    let n300 = node(&mut s, 3, 0, 0, 1);
+    let n210 = node(&mut s, 2, 1, 0, 0);
+    let cut = s.link(n430, n530, 1000, 1000);
+    s.link(n530, n630, 1000, 1000);
+    s.link(n630, n730, 1000, 1000);
+    s.link(n500, n530, 1000, 1000);
+    s.link(n300, n730, 1000, 1000);
+    s.link(n210, n430, 1000, 1000);
+    s.link(n210, n300, 1000, 1000);
+    s.link(n500, n300, 1000, 1000);
+    s.run(1_000_000).unwrap();
+    assert_destinations_match_reachability(&s);
+    let mark = s.signals.len();
+    s.unlink(cut);
+    s.run(1_000_000).unwrap();
+    assert_eq!(s.nodes[n530].fingerprint(1).id, 530);
+    assert_eq!(s.nodes[n430].fingerprint(1).id, 430);
+    let splits: Vec<(usize, Signal)> = s.signals[mark..]
+        .iter()
+        .filter(|(_, _, sg)| matches!(sg, Signal::GnodeSplitted { .. }))
+        .map(|(n, _, sg)| (*n, sg.clone()))
+        .collect();
+    let mut who: Vec<usize> = splits.iter().map(|(n, _)| *n).collect();
+    who.sort();
+    who.dedup();
+    assert_eq!(who, vec![n500, n300], "{splits:?}");
+    for (n, sg) in &splits {
+        let Signal::GnodeSplitted { arc, d, fp } = sg else {
+            unreachable!()
+        };
+        assert_eq!((*d, fp.id), (h(1, 3), 530));
+        let peer = if *n == n500 { n530 } else { n730 };
+        assert_eq!(s.arc_to(*n, peer), Some(*arc));
+    }
+    for n in [n530, n630, n730] {
+        let out = s.nodes[n].exit_network(1);
+        s.handle(n, out);
+    }
+    s.run(1_000_000).unwrap();
+    for n in [n530, n630, n730] {
+        let keys: Vec<HCoord> = s.nodes[n].paths().keys().copied().collect();
+        assert_eq!(keys.len(), 2, "{n}: {keys:?}");
+        assert!(keys.iter().all(|k| k.lvl == 0));
+    }
+    assert_paths_sane(&s);
+}
