@@ -413,7 +413,7 @@ fn split_detection_and_exit_network() {
 fn worked_example_16_7_split() {
     let mut s = Sim::new(vec![8, 4, 2]);
     // "abc" = positions a (level 0), b (level 1), c (level 2).
-    let mut node = |s: &mut Sim, a: u32, b: u32, c: u32, e0: u32| {
+    let node = |s: &mut Sim, a: u32, b: u32, c: u32, e0: u32| {
         let naddr = vec![a, b, c];
         let f = super::prop_tests::fp_at(u64::from(a * 100 + b * 10 + c), &naddr, e0);
         s.add_node(naddr, f)
