@@ -469,3 +469,19 @@ fn worked_example_16_7_split() {
     }
     assert_paths_sane(&s);
 }
+
+#[test]
+fn grid_5x5_converges() {
+    let (mut s, at) = grid(5, 5);
+    let steps = s.run(5_000_000).expect("converges");
+    assert_destinations_match_reachability(&s);
+    assert_paths_sane(&s);
+    assert!(s.arcs_removed.is_empty());
+    let (a, b) = (at[&(2, 3)], at[&(3, 3)]);
+    let l = s.links.iter().position(|k| k.a == a && k.b == b).unwrap();
+    s.unlink(l);
+    let steps2 = s.run(5_000_000).expect("converges after cut");
+    assert_destinations_match_reachability(&s);
+    assert_paths_sane(&s);
+    assert!(steps < 200_000 && steps2 < 200_000, "{steps} {steps2}");
+}
