@@ -155,6 +155,29 @@ fn worked_example_16_2_periodic_full_etp_changes_nothing() {
     assert_eq!(s.etps_delivered_since_mark(), 8);
 }
 
+/// §16.2 directly: γ's full ETP given to δ changes nothing at δ and is not forwarded.
+#[test]
+fn worked_example_16_2_direct() {
+    let (mut s, [_, _, ga, de, _]) = chain();
+    let etp = s.nodes[ga].full_etp();
+    assert_eq!(etp.nodes_inside, vec![1, 2, 4, 5, 5]);
+    assert_eq!(etp.p_list.len(), 3);
+    let io: Vec<Vec<bool>> = etp
+        .p_list
+        .iter()
+        .map(|p| p.ignore_outside.clone())
+        .collect();
+    let (f, t) = (false, true);
+    assert!(io.contains(&vec![f, t, t, t]));
+    assert!(io.contains(&vec![f, f, t, t]));
+    assert!(io.contains(&vec![f, f, f, t]));
+    let before = s.nodes[de].paths();
+    let arc = s.arc_to(de, ga).unwrap();
+    let out = s.nodes[de].on_send_etp(arc, etp, true);
+    assert!(out.is_empty(), "{out:?}");
+    assert_eq!(s.nodes[de].paths(), before);
+}
+
 #[test]
 fn worked_example_16_3_failure_of_gamma_delta() {
     let (mut s, [al, be, ga, de, mu]) = chain();
