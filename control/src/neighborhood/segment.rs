@@ -9,7 +9,7 @@ use std::{
 };
 
 use super::{Config, Neighborhood, Output};
-use crate::wire::{decode, encode, Decoded, Mac, PORT};
+use crate::wire::{decode, encode, Auth, Decoded, Mac, Message, NetworkKey, PORT};
 
 struct Plug {
     sys: usize,
@@ -26,6 +26,8 @@ type InFlight = (u64, u64, usize, usize, Vec<u8>);
 /// Systems, segments, a clock and a queue of datagrams in flight.
 pub struct Segments {
     pub systems: Vec<Neighborhood>,
+    /// Each system's authentication, if it has a network key.
+    auths: Vec<Option<Auth>>,
     plugs: Vec<Plug>,
     queue: BinaryHeap<Reverse<InFlight>>,
     order: u64,
@@ -38,6 +40,8 @@ pub struct Segments {
     pub cut: HashSet<(usize, usize)>,
     /// Every output that is not a datagram, per system, in order.
     pub events: Vec<Vec<Output>>,
+    /// Datagrams each system's decoder dropped, per reason.
+    pub drops: Vec<BTreeMap<&'static str, u64>>,
     /// Kernel host routes per system: (nic, peer) → src, as the outputs left them.
     pub routes: Vec<BTreeMap<(String, Ipv4Addr), Ipv4Addr>>,
 }
@@ -46,6 +50,7 @@ impl Default for Segments {
     fn default() -> Self {
         Segments {
             systems: Vec::new(),
+            auths: Vec::new(),
             plugs: Vec::new(),
             queue: BinaryHeap::new(),
             order: 0,
@@ -54,6 +59,7 @@ impl Default for Segments {
             tick_us: 10_000,
             cut: HashSet::new(),
             events: Vec::new(),
+            drops: Vec::new(),
             routes: Vec::new(),
         }
     }
@@ -61,8 +67,16 @@ impl Default for Segments {
 
 impl Segments {
     pub fn add_system(&mut self, cfg: Config) -> usize {
+        self.add_keyed_system(cfg, None)
+    }
+
+    /// A system whose datagrams are authenticated with `key` (docs/PROTOCOL.md §5).
+    pub fn add_keyed_system(&mut self, cfg: Config, key: Option<&NetworkKey>) -> usize {
+        let seed = cfg.seed ^ 0x5eed;
+        self.auths.push(key.map(|k| Auth::new(k, seed)));
         self.systems.push(Neighborhood::new(cfg));
         self.events.push(Vec::new());
+        self.drops.push(BTreeMap::new());
         self.routes.push(BTreeMap::new());
         self.systems.len() - 1
     }
@@ -157,12 +171,15 @@ impl Segments {
         }
         let (sys, nic) = (dst.sys, dst.nic.clone());
         let from = SocketAddrV4::new(src.addr, PORT);
-        let Ok(Decoded::Message { sender, msg }) = decode(dgram, None, from, self.now_us / 1000)
-        else {
-            return;
-        };
-        let out = self.systems[sys].on_message(&nic, from, sender, &msg, self.now_us);
-        self.dispatch(sys, out);
+        match decode(dgram, self.auths[sys].as_mut(), from, self.now_us / 1000) {
+            Ok(Decoded::Message { sender, msg }) => {
+                let out = self.systems[sys].on_message(&nic, from, sender, &msg, self.now_us);
+                self.dispatch(sys, out);
+            }
+            Ok(Decoded::Respond { reply, .. }) => self.send(sys, &nic, None, &reply),
+            Ok(Decoded::Consumed { .. }) => {}
+            Err(d) => *self.drops[sys].entry(d.as_str()).or_default() += 1,
+        }
     }
 
     /// Carries out outputs a test obtained by calling a machine directly.
@@ -171,7 +188,6 @@ impl Segments {
     }
 
     fn dispatch(&mut self, sys: usize, out: Vec<Output>) {
-        let id = self.systems[sys].node_id();
         for o in out {
             let (nic, to, msg) = match o {
                 Output::Broadcast { nic, msg } => (nic, None, msg),
@@ -191,35 +207,41 @@ impl Segments {
                     continue;
                 }
             };
-            let Some(from) = self
-                .plugs
-                .iter()
-                .position(|p| p.sys == sys && p.nic == nic && p.up)
-            else {
-                continue;
-            };
-            let segments = self.plugs[from].segments.clone();
-            let dgram = encode(id, &msg, None).expect("machine messages encode");
-            let targets: Vec<usize> = (0..self.plugs.len())
-                .filter(|&i| {
-                    let p = &self.plugs[i];
-                    i != from
-                        && p.up
-                        && p.segments.iter().any(|s| segments.contains(s))
-                        && to.is_none_or(|a| a == p.addr)
-                        && !self.cut.contains(&(sys, p.sys))
-                })
-                .collect();
-            for t in targets {
-                self.order += 1;
-                self.queue.push(Reverse((
-                    self.now_us + self.latency_us,
-                    self.order,
-                    t,
-                    from,
-                    dgram.clone(),
-                )));
-            }
+            self.send(sys, &nic, to, &msg);
+        }
+    }
+
+    /// Puts a datagram from `sys`'s `nic` in flight: to `to`, or broadcast.
+    fn send(&mut self, sys: usize, nic: &str, to: Option<Ipv4Addr>, msg: &Message) {
+        let id = self.systems[sys].node_id();
+        let Some(from) = self
+            .plugs
+            .iter()
+            .position(|p| p.sys == sys && p.nic == nic && p.up)
+        else {
+            return;
+        };
+        let segments = self.plugs[from].segments.clone();
+        let dgram = encode(id, msg, self.auths[sys].as_mut()).expect("machine messages encode");
+        let targets: Vec<usize> = (0..self.plugs.len())
+            .filter(|&i| {
+                let p = &self.plugs[i];
+                i != from
+                    && p.up
+                    && p.segments.iter().any(|s| segments.contains(s))
+                    && to.is_none_or(|a| a == p.addr)
+                    && !self.cut.contains(&(sys, p.sys))
+            })
+            .collect();
+        for t in targets {
+            self.order += 1;
+            self.queue.push(Reverse((
+                self.now_us + self.latency_us,
+                self.order,
+                t,
+                from,
+                dgram.clone(),
+            )));
         }
     }
 }

@@ -1,7 +1,7 @@
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use super::{segment::Segments, Config, Neighborhood, NicError, Output};
-use crate::wire::{Message, PORT};
+use crate::wire::{Message, NetworkKey, PORT};
 
 fn ip(a: u8, b: u8) -> Ipv4Addr {
     Ipv4Addr::new(169, 254, a, b)
@@ -532,4 +532,57 @@ fn announcements_are_periodic() {
     assert!(at.len() == 2, "two more in 12 s at 5 s ± 10 %: {at:?}");
     assert!((4_500_000..=5_500_000).contains(&at[0]));
     assert!(m.next_wakeup_us().is_some());
+}
+
+fn keyed_pair(ka: Option<&NetworkKey>, kb: Option<&NetworkKey>) -> (Segments, usize, usize) {
+    let mut n = Segments::default();
+    let a = n.add_keyed_system(Config::new(111, 1), ka);
+    let b = n.add_keyed_system(Config::new(222, 2), kb);
+    n.plug(b, "eth0", mac(0xbb, 0), ip(2, 2), &[0]);
+    n.plug(a, "eth0", mac(0xaa, 0), ip(1, 1), &[0]);
+    (n, a, b)
+}
+
+/// With a shared key the challenge exchange (by broadcast, before any host route exists)
+/// precedes everything; the arc then forms on the next announcements.
+#[test]
+fn keyed_systems_form_arcs() {
+    let k = NetworkKey::from_contents(&[9; 32]).unwrap();
+    let (mut n, a, b) = keyed_pair(Some(&k), Some(&k));
+    n.run_for(12 * S);
+    assert_eq!((n.arcs(a).len(), n.arcs(b).len()), (1, 1));
+    for s in [a, b] {
+        let d = &n.drops[s];
+        assert!(
+            d.keys().all(|r| *r == "challenge_pending"),
+            "unexpected drops: {d:?}"
+        );
+    }
+    n.run_for(30 * S);
+    assert_eq!((added(&n.events[a]), removed(&n.events[a])), (1, 0));
+}
+
+/// Different keys, or a key on one side only: nothing is ever exchanged.
+#[test]
+fn different_keys_never_talk() {
+    let k1 = NetworkKey::from_contents(&[1; 32]).unwrap();
+    let k2 = NetworkKey::from_contents(&[2; 32]).unwrap();
+    for (ka, kb, ra, rb) in [
+        (Some(&k1), Some(&k2), "bad_mac", "bad_mac"),
+        (Some(&k1), None, "auth_missing", "auth_unexpected"),
+    ] {
+        let (mut n, a, b) = keyed_pair(ka, kb);
+        n.run_for(20 * S);
+        assert!(n.events[a].is_empty() && n.events[b].is_empty());
+        assert!(
+            n.drops[a].get(ra).is_some_and(|c| *c > 0),
+            "{:?}",
+            n.drops[a]
+        );
+        assert!(
+            n.drops[b].get(rb).is_some_and(|c| *c > 0),
+            "{:?}",
+            n.drops[b]
+        );
+    }
 }

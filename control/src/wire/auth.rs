@@ -102,7 +102,8 @@ pub struct Trailer {
 pub enum Admit {
     /// Fresh: hand the message on.
     Accept,
-    /// Not accepted; send `reply` back to the source (a challenge request or reply).
+    /// Not accepted; send `reply` (a challenge request or reply) by broadcast on the NIC the
+    /// datagram came in on.
     Respond {
         reply: Message,
         dropped: Option<Drop>,
@@ -208,7 +209,10 @@ impl Auth {
             return Err(Drop::Own);
         }
         match msg {
-            Message::ChallengeRequest { nonce } => {
+            Message::ChallengeRequest { nonce, index } => {
+                if *index != self.index {
+                    return Err(Drop::NotForMe);
+                }
                 if let Some(last) = self.replied.get(&from) {
                     if now_ms.saturating_sub(*last) < CHALLENGE_INTERVAL_MS {
                         return Err(Drop::RateLimited);
@@ -216,11 +220,17 @@ impl Auth {
                 }
                 insert_bounded(&mut self.replied, from, now_ms, |v| *v);
                 return Ok(Admit::Respond {
-                    reply: Message::ChallengeReply { nonce: *nonce },
+                    reply: Message::ChallengeReply {
+                        nonce: *nonce,
+                        index: t.index,
+                    },
                     dropped: None,
                 });
             }
-            Message::ChallengeReply { nonce } => {
+            Message::ChallengeReply { nonce, index } => {
+                if *index != self.index {
+                    return Err(Drop::NotForMe);
+                }
                 let ok = self.challenges.get(&from).is_some_and(|c| {
                     c.nonce == *nonce && now_ms.saturating_sub(c.sent_ms) < CHALLENGE_TTL_MS
                 });
@@ -262,7 +272,10 @@ impl Auth {
                 };
                 insert_bounded(&mut self.challenges, from, c, |c| c.sent_ms);
                 Ok(Admit::Respond {
-                    reply: Message::ChallengeRequest { nonce },
+                    reply: Message::ChallengeRequest {
+                        nonce,
+                        index: t.index,
+                    },
                     dropped: Some(Drop::ChallengePending),
                 })
             }

@@ -48,6 +48,8 @@ pub enum Drop {
     RateLimited,
     /// Our own datagram, looped back.
     Own,
+    /// A challenge (broadcast) for another system.
+    NotForMe,
 }
 
 impl Drop {
@@ -69,11 +71,12 @@ impl Drop {
             Drop::BadChallenge => "bad_challenge",
             Drop::RateLimited => "rate_limited",
             Drop::Own => "own",
+            Drop::NotForMe => "not_for_me",
         }
     }
 
     /// Every reason, for pre-registering the metric's label values.
-    pub const ALL: [Drop; 15] = [
+    pub const ALL: [Drop; 16] = [
         Drop::BadMagic,
         Drop::Version,
         Drop::TooLong,
@@ -89,6 +92,7 @@ impl Drop {
         Drop::BadChallenge,
         Drop::RateLimited,
         Drop::Own,
+        Drop::NotForMe,
     ];
 }
 
@@ -114,9 +118,11 @@ pub enum Decoded {
     /// Accepted: hand `msg` to the state machines. `sender` is the header's
     /// NeighborhoodNodeID.
     Message { sender: u32, msg: Message },
-    /// Authentication at work (only with a key): encode `reply` and send it back to the
-    /// source by unicast. If `dropped` is set the datagram itself was not accepted for that
-    /// reason (count it): this is how a new or restarted sender gets challenged.
+    /// Authentication at work (only with a key): encode `reply` and **broadcast** it on the
+    /// NIC the datagram came in on (a new neighbour has no host route yet; the reply names its
+    /// addressee's index, others drop it as [`Drop::NotForMe`]). If `dropped` is set the
+    /// datagram itself was not accepted for that reason (count it): this is how a new or
+    /// restarted sender gets challenged.
     Respond {
         sender: u32,
         reply: Message,

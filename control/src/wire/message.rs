@@ -83,13 +83,17 @@ pub enum Message {
         call: u32,
     },
     // --- authentication (RFC 8967 §4.3), only ever with a network key ---
-    /// "Prove that your current index is fresh": answered by an authenticated
-    /// `ChallengeReply` echoing the nonce.
+    /// "Prove that your current index is fresh", to the sender whose index is `index`:
+    /// answered by an authenticated `ChallengeReply` echoing the nonce. Both travel by
+    /// broadcast on the NIC (there may be no host route yet), so they name their addressee.
     ChallengeRequest {
         nonce: [u8; 16],
+        index: u64,
     },
+    /// `index`: the challenger's index (from the request's trailer).
     ChallengeReply {
         nonce: [u8; 16],
+        index: u64,
     },
 }
 

@@ -192,7 +192,10 @@ fn wrong_key_is_bad_mac() {
     // Nor can the other side's challenge machinery be reached.
     let d = encode(
         1,
-        &Message::ChallengeRequest { nonce: [0; 16] },
+        &Message::ChallengeRequest {
+            nonce: [0; 16],
+            index: r.index(),
+        },
         Some(&mut s),
     )
     .unwrap();
@@ -243,11 +246,20 @@ fn restarted_sender_is_accepted_after_the_challenge() {
 #[test]
 fn wrong_or_late_challenge_reply_is_refused() {
     let (mut s, mut r) = (Auth::new(&key(7), 1), Auth::new(&key(7), 2));
-    let d = encode(1, &Message::ChallengeReply { nonce: [1; 16] }, Some(&mut s)).unwrap();
+    let index = r.index();
+    let d = encode(
+        1,
+        &Message::ChallengeReply {
+            nonce: [1; 16],
+            index,
+        },
+        Some(&mut s),
+    )
+    .unwrap();
     assert_eq!(decode(&d, Some(&mut r), A, 0), Err(Drop::BadChallenge));
     let first = encode(1, &Message::Probe { seq: 0 }, Some(&mut s)).unwrap();
     let Ok(Decoded::Respond {
-        reply: Message::ChallengeRequest { nonce },
+        reply: Message::ChallengeRequest { nonce, .. },
         ..
     }) = decode(&first, Some(&mut r), A, 0)
     else {
@@ -259,7 +271,7 @@ fn wrong_or_late_challenge_reply_is_refused() {
         decode(&again, Some(&mut r), A, 10),
         Err(Drop::ChallengePending)
     );
-    let late = encode(1, &Message::ChallengeReply { nonce }, Some(&mut s)).unwrap();
+    let late = encode(1, &Message::ChallengeReply { nonce, index }, Some(&mut s)).unwrap();
     assert_eq!(
         decode(&late, Some(&mut r), A, 60_000),
         Err(Drop::BadChallenge)
@@ -269,15 +281,22 @@ fn wrong_or_late_challenge_reply_is_refused() {
 #[test]
 fn challenge_replies_are_rate_limited() {
     let (mut s, mut r) = (Auth::new(&key(7), 1), Auth::new(&key(7), 2));
+    let index = s.index();
     let q1 = encode(
         2,
-        &Message::ChallengeRequest { nonce: [1; 16] },
+        &Message::ChallengeRequest {
+            nonce: [1; 16],
+            index,
+        },
         Some(&mut r),
     )
     .unwrap();
     let q2 = encode(
         2,
-        &Message::ChallengeRequest { nonce: [2; 16] },
+        &Message::ChallengeRequest {
+            nonce: [2; 16],
+            index,
+        },
         Some(&mut r),
     )
     .unwrap();
@@ -322,8 +341,37 @@ fn no_key_on_one_side_is_dropped_both_ways() {
     let signed = encode(1, &Message::Probe { seq: 0 }, Some(&mut k)).unwrap();
     assert_eq!(decode(&signed, None, A, 0), Err(Drop::AuthUnexpected));
     // An unauthenticated challenge means nothing.
-    let c = encode(1, &Message::ChallengeRequest { nonce: [0; 16] }, None).unwrap();
+    let c = Message::ChallengeRequest {
+        nonce: [0; 16],
+        index: 0,
+    };
+    let c = encode(1, &c, None).unwrap();
     assert_eq!(decode(&c, None, A, 0), Err(Drop::AuthUnexpected));
+}
+
+/// Challenges travel by broadcast: a third system on the segment ignores those for others.
+#[test]
+fn challenges_for_others_are_ignored() {
+    let (mut s, mut r, mut x) = (
+        Auth::new(&key(7), 1),
+        Auth::new(&key(7), 2),
+        Auth::new(&key(7), 3),
+    );
+    let first = encode(1, &Message::Probe { seq: 0 }, Some(&mut s)).unwrap();
+    let Ok(Decoded::Respond { reply: req, .. }) = decode(&first, Some(&mut r), A, 0) else {
+        panic!()
+    };
+    let req = encode(2, &req, Some(&mut r)).unwrap();
+    assert_eq!(decode(&req, Some(&mut x), B, 0), Err(Drop::NotForMe));
+    let Ok(Decoded::Respond { reply, .. }) = decode(&req, Some(&mut s), B, 0) else {
+        panic!()
+    };
+    let reply = encode(1, &reply, Some(&mut s)).unwrap();
+    assert_eq!(decode(&reply, Some(&mut x), A, 0), Err(Drop::NotForMe));
+    assert_eq!(
+        decode(&reply, Some(&mut r), A, 0),
+        Ok(Decoded::Consumed { sender: 1 })
+    );
 }
 
 #[test]
@@ -433,4 +481,39 @@ fn receiver_state_is_bounded() {
         assert!(decode(&d, Some(&mut r), from, u64::from(i)).is_ok());
     }
     assert!(r.tracked() <= 2 * MAX_PEERS);
+}
+
+/// The fuzz target's seeds (control/fuzz/seeds-wire: a mode byte, then a datagram) are one
+/// per message kind and still decode; `NTKPLANE_WRITE_WIRE_SEEDS=1` rewrites them after a
+/// format change.
+#[test]
+fn fuzz_seeds_are_current() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds-wire");
+    let mut seeds: Vec<(String, Vec<u8>)> = samples()
+        .iter()
+        .enumerate()
+        .map(|(i, m)| {
+            let mut v = vec![0u8];
+            v.extend(encode(7, m, None).unwrap());
+            (format!("{i:02}-{}.bin", m.kind()), v)
+        })
+        .collect();
+    // Mode 2: the fuzz target signs the datagram itself.
+    let mut v = vec![2u8];
+    v.extend(encode(7, &samples()[8], None).unwrap());
+    seeds.push(("20-signed-qspn.bin".into(), v));
+    if std::env::var_os("NTKPLANE_WRITE_WIRE_SEEDS").is_some() {
+        std::fs::create_dir_all(&dir).unwrap();
+        for (name, bytes) in &seeds {
+            std::fs::write(dir.join(name), bytes).unwrap();
+        }
+    }
+    for (name, bytes) in &seeds {
+        let on_disk = std::fs::read(dir.join(name)).unwrap_or_default();
+        assert_eq!(
+            &on_disk, bytes,
+            "seed {name} is stale: rerun with NTKPLANE_WRITE_WIRE_SEEDS=1"
+        );
+        assert!(decode(&on_disk[1..], None, A, 0).is_ok());
+    }
 }
