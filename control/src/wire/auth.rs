@@ -1,8 +1,8 @@
 //! The network key and the authentication of datagrams (docs/PROTOCOL.md §5), modelled on
 //! Babel's HMAC authentication (RFC 8967): every datagram ends with the sender's per-boot
 //! random *index*, its packet counter *PC* and an HMAC-SHA256 over everything before the MAC.
-//! A receiver accepts a datagram only if its (source address, index) is known and its PC is
-//! higher than the last one accepted; an unknown index is answered with a challenge (nonce)
+//! A receiver accepts a datagram only if its (source address, index) is known and its PC was
+//! not seen before and is at most [`REPLAY_WINDOW`] behind the highest one; an unknown index is answered with a challenge (nonce)
 //! that the sender must echo in an authenticated datagram (RFC 8967 §4.3).
 use std::{
     collections::HashMap,
@@ -115,8 +115,38 @@ pub enum Admit {
 #[derive(Clone, Copy, Debug)]
 struct Peer {
     index: u64,
+    /// The highest PC accepted.
     pc: u32,
+    /// Bit `i`: PC `pc − i` was accepted (bit 0 is `pc` itself).
+    seen: u64,
     heard_ms: u64,
+}
+
+/// How far behind the highest PC a datagram may arrive and still be accepted once.
+/// RFC 8967 accepts strictly increasing PCs only; a broadcast and a unicast sent back to back
+/// may swap on the way, so ntkplane keeps IPsec's sliding window (RFC 4303 §3.4.3) instead.
+pub const REPLAY_WINDOW: u32 = 64;
+
+impl Peer {
+    /// Accepts `pc` once, if it is ahead of the window's bottom; records it.
+    fn accept(&mut self, pc: u32) -> bool {
+        if pc > self.pc {
+            let shift = pc - self.pc;
+            self.seen = if shift >= REPLAY_WINDOW {
+                1
+            } else {
+                (self.seen << shift) | 1
+            };
+            self.pc = pc;
+            return true;
+        }
+        let behind = self.pc - pc;
+        if behind >= REPLAY_WINDOW || self.seen & (1 << behind) != 0 {
+            return false;
+        }
+        self.seen |= 1 << behind;
+        true
+    }
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -241,6 +271,8 @@ impl Auth {
                 let peer = Peer {
                     index: t.index,
                     pc: t.pc,
+                    // Nothing sent before the proof of freshness is accepted afterwards.
+                    seen: u64::MAX,
                     heard_ms: now_ms,
                 };
                 insert_bounded(&mut self.peers, from, peer, |p| p.heard_ms);
@@ -250,10 +282,9 @@ impl Auth {
         }
         match self.peers.get_mut(&from) {
             Some(p) if p.index == t.index => {
-                if t.pc <= p.pc {
+                if !p.accept(t.pc) {
                     return Err(Drop::Replay);
                 }
-                p.pc = t.pc;
                 p.heard_ms = now_ms;
                 Ok(Admit::Accept)
             }

@@ -211,8 +211,29 @@ fn replayed_datagram_is_dropped() {
     accepted(decode(&d1, Some(&mut r), A, 1));
     assert_eq!(decode(&d1, Some(&mut r), A, 2), Err(Drop::Replay));
     accepted(decode(&d2, Some(&mut r), A, 3));
-    // An older PC arriving late is a replay too (strictly increasing, RFC 8967 §4.3).
     assert_eq!(decode(&d1, Some(&mut r), A, 4), Err(Drop::Replay));
+    assert_eq!(decode(&d2, Some(&mut r), A, 4), Err(Drop::Replay));
+}
+
+/// Reordered datagrams within the window are accepted once each; older ones are not.
+#[test]
+fn replay_window() {
+    let (mut s, mut r) = (Auth::new(&key(7), 1), Auth::new(&key(7), 2));
+    let early = encode(1, &Message::Ack { call: 999 }, Some(&mut s)).unwrap();
+    introduce(&mut s, A, &mut r, B, 0);
+    // Sent before the challenge reply: never accepted, even inside the window.
+    assert_eq!(decode(&early, Some(&mut r), A, 1), Err(Drop::Replay));
+    let d: Vec<_> = (0..100)
+        .map(|i| encode(1, &Message::Ack { call: i }, Some(&mut s)).unwrap())
+        .collect();
+    accepted(decode(&d[1], Some(&mut r), A, 1));
+    accepted(decode(&d[0], Some(&mut r), A, 1)); // swapped on the way
+    assert_eq!(decode(&d[0], Some(&mut r), A, 1), Err(Drop::Replay));
+    accepted(decode(&d[90], Some(&mut r), A, 1));
+    accepted(decode(&d[30], Some(&mut r), A, 1)); // 60 behind: inside the window
+    assert_eq!(decode(&d[20], Some(&mut r), A, 1), Err(Drop::Replay)); // 70 behind
+    assert_eq!(decode(&d[30], Some(&mut r), A, 1), Err(Drop::Replay));
+    accepted(decode(&d[89], Some(&mut r), A, 1));
 }
 
 #[test]
