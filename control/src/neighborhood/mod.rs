@@ -168,6 +168,15 @@ impl Neighborhood {
             .collect()
     }
 
+    /// Every arc, handshaking ones included: (key, exported, official cost if measured), for
+    /// status reports.
+    pub fn all_arcs(&self) -> Vec<(ArcKey, bool, Option<u64>)> {
+        self.arcs
+            .iter()
+            .map(|a| (a.key.clone(), a.exported(), a.cost.map(|c| c.official_us())))
+            .collect()
+    }
+
     /// The arc on `nic` towards a neighbour NIC address, whatever its phase (the runtime's
     /// `is_from_unicast`, §14: a NIC address identifies a NIC pair by rule R2).
     pub fn find_arc(&self, nic: &str, peer_addr: Ipv4Addr) -> Option<&ArcKey> {
@@ -496,10 +505,12 @@ impl Neighborhood {
         if call != mine {
             return;
         }
-        if i_can && can {
+        // `i_can` was true when the call went out; other arcs may have been exported since.
+        let still_can = i_can && self.exported_count() < self.cfg.max_arcs;
+        if still_can && can {
             self.export(i, now_us);
         } else {
-            debug!(key = ?self.arcs[i].key, i_can, can, "neighbourhood: export refused");
+            debug!(key = ?self.arcs[i].key, still_can, can, "neighbourhood: export refused");
             self.remove_my_arc(i, false, out);
         }
     }

@@ -119,7 +119,8 @@ impl Segments {
 
     /// Runs the network until `until_us`.
     pub fn run_until(&mut self, until_us: u64) {
-        let mut next_tick = self.now_us - self.now_us % self.tick_us + self.tick_us;
+        let tick = self.tick_us.max(1);
+        let mut next_tick = self.now_us - self.now_us % tick + tick;
         loop {
             let next_dgram = self.queue.peek().map(|Reverse(d)| d.0);
             let t = match next_dgram {
@@ -140,7 +141,7 @@ impl Segments {
                     let out = self.systems[sys].on_tick(t);
                     self.dispatch(sys, out);
                 }
-                next_tick += self.tick_us;
+                next_tick += tick;
             }
         }
         self.now_us = until_us;

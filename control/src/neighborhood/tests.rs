@@ -396,6 +396,8 @@ fn failed_call_drops_the_half_made_arc() {
             _ => None,
         })
         .expect("can_you_export");
+    assert_eq!(m.all_arcs().len(), 1);
+    assert!(!m.all_arcs()[0].1, "not exported during the handshake");
     assert!(m.on_call_failed(call.wrapping_add(1)).is_empty());
     assert_eq!(
         m.on_call_failed(call),
