@@ -31,6 +31,11 @@ pub fn mch_ratio(base: f64, nodes: u32, gateways: usize) -> f64 {
     (base - eps) * gamma + eps
 }
 
+/// At most this many distinct fingerprints per destination make a path mandatory (§10.4
+/// step 2, first rule). Two are what a split shows; the bound keeps a peer inventing
+/// fingerprints from growing the kept list without limit (docs/QSPN.md "Bounds").
+pub const MAX_MANDATORY_FPS: usize = 4;
+
 /// What the selection needs besides the candidates.
 pub struct Ctx<'a> {
     pub max_paths: usize,
@@ -91,7 +96,7 @@ pub fn select(o: Vec<NodePath>, ctx: &Ctx) -> Vec<NodePath> {
         if p1.total(ctx.arc_costs) == Cost::Dead {
             break;
         }
-        let mut mandatory = fps.insert(p1.fingerprint.id);
+        let mut mandatory = fps.len() < MAX_MANDATORY_FPS && fps.insert(p1.fingerprint.id);
         let avoid: Vec<HCoord> = vn
             .iter()
             .filter(|g| !p1.hops.contains(g))
@@ -212,6 +217,33 @@ mod tests {
         };
         // p1 avoids all but (0,1): removes 9; p2 avoids (0,1): mandatory; rest not.
         assert_eq!(select(o, &ctx2).len(), 2);
+    }
+
+    #[test]
+    fn invented_fingerprints_are_not_all_mandatory() {
+        let costs: BTreeMap<ArcId, Cost> = (1..=20).map(|a| (a, Cost::Real(1))).collect();
+        let zero = |_: &HCoord| 0u32;
+        let ctx = Ctx {
+            max_paths: 0,
+            mch: 0.6,
+            vn: BTreeSet::new(),
+            z: BTreeSet::new(),
+            dest_nodes: None,
+            nodes_of: &zero,
+            arc_costs: &costs,
+        };
+        let o: Vec<NodePath> = (1..=20u32)
+            .map(|a| {
+                np(
+                    &[h(0, a), h(0, 30)],
+                    &[a, 99],
+                    Cost::Real(0),
+                    fp(u64::from(a), 0, &[]),
+                    1,
+                )
+            })
+            .collect();
+        assert_eq!(select(o, &ctx).len(), MAX_MANDATORY_FPS);
     }
 
     #[test]

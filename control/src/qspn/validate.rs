@@ -22,6 +22,9 @@ pub fn max_hops(gsizes: &[u32]) -> usize {
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Invalid {
     AddressLevels,
+    /// A position ≥ 2·gsize (virtual positions are `gsize..2·gsize−1`, addressing.md §1):
+    /// without this bound a peer could make my map grow without limit.
+    Position,
     AddressIsMine,
     Counts,
     Hops,
@@ -43,9 +46,15 @@ pub fn coord(my: &[u32], m: &[u32]) -> Option<HCoord> {
         .map(|lvl| HCoord { lvl, pos: m[lvl] })
 }
 
-fn hops_ok(hops: &[HCoord], l: usize, cap: usize) -> bool {
+fn pos_ok(lvl: usize, pos: u32, gsizes: &[u32]) -> bool {
+    gsizes
+        .get(lvl)
+        .is_some_and(|&g| u64::from(pos) < 2 * u64::from(g))
+}
+
+fn hops_ok(hops: &[HCoord], gsizes: &[u32], cap: usize) -> bool {
     hops.len() <= cap
-        && hops.iter().all(|h| h.lvl < l)
+        && hops.iter().all(|h| pos_ok(h.lvl, h.pos, gsizes))
         && hops.windows(2).all(|w| w[0].lvl <= w[1].lvl)
 }
 
@@ -62,6 +71,14 @@ pub fn check(m: &EtpMessage, my: &[u32], gsizes: &[u32]) -> Result<(), Invalid> 
     if m.node_address == my {
         return Err(Invalid::AddressIsMine);
     }
+    if !m
+        .node_address
+        .iter()
+        .enumerate()
+        .all(|(i, &p)| pos_ok(i, p, gsizes))
+    {
+        return Err(Invalid::Position);
+    }
     // §18.1: l+1 entries are sent; we need at least the l we read.
     if m.fingerprints.len() != l + 1
         || m.nodes_inside.len() != l + 1
@@ -70,14 +87,14 @@ pub fn check(m: &EtpMessage, my: &[u32], gsizes: &[u32]) -> Result<(), Invalid> 
         return Err(Invalid::Counts);
     }
     let cap = max_hops(gsizes);
-    if !hops_ok(&m.hops, l, cap) {
+    if !hops_ok(&m.hops, gsizes, cap) {
         return Err(Invalid::Hops);
     }
     if m.p_list.len() > MAX_ETP_PATHS {
         return Err(Invalid::TooManyPaths);
     }
     for p in &m.p_list {
-        if p.hops.is_empty() || p.hops.len() != p.arcs.len() || !hops_ok(&p.hops, l, cap) {
+        if p.hops.is_empty() || p.hops.len() != p.arcs.len() || !hops_ok(&p.hops, gsizes, cap) {
             return Err(Invalid::PathShape);
         }
         let d = p.hops[p.hops.len() - 1].lvl;
@@ -162,6 +179,15 @@ mod tests {
         let mut m = good();
         m.hops = vec![h(0, 0); 100];
         assert_eq!(check(&m, &MY, &G), Err(Invalid::Hops));
+        let mut m = good();
+        m.node_address = vec![1, 0, 4];
+        assert_eq!(check(&m, &MY, &G), Err(Invalid::Position));
+        let mut m = good();
+        m.node_address = vec![3, 0, 1]; // virtual: accepted
+        assert_eq!(check(&m, &MY, &G), Ok(()));
+        let mut m = good();
+        m.p_list[0].hops[1].pos = 4;
+        assert_eq!(check(&m, &MY, &G), Err(Invalid::PathShape));
         let mut m = good();
         m.p_list[0].arcs.pop();
         assert_eq!(check(&m, &MY, &G), Err(Invalid::PathShape));
