@@ -30,7 +30,7 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Start the daemon that owns this system's dataplane (qspnclient's `init`)
-    Run(RunArgs),
+    Run(Box<RunArgs>),
     /// Commands to a running daemon
     #[command(flatten)]
     Client(Request),
@@ -96,6 +96,30 @@ pub struct RunArgs {
     /// differ from the persisted ones is refused without it)
     #[arg(long)]
     pub discard_state: bool,
+    /// Where paths come from: `feed` (the commands `etp`, `set-paths`, `set-neighbour`, …)
+    /// or `protocol` (neighbour discovery and QSPN with the neighbours, docs/PROTOCOL.md)
+    #[arg(long, default_value = "feed", value_parser = ["feed", "protocol"])]
+    pub paths: String,
+    /// Protocol mode: `auto` makes every discovered neighbour's main identity a qspn arc (a
+    /// mesh where every neighbour is in our network); `manual` waits for `add-qspn-arc`
+    #[arg(long, default_value = "manual", value_parser = ["manual", "auto"])]
+    pub qspn_arcs: String,
+    /// Protocol mode: a file with the network key (at least 32 bytes, or 64 hex digits);
+    /// every protocol datagram then carries an HMAC-SHA256 with replay protection
+    #[arg(long, value_name = "FILE")]
+    pub network_key: Option<PathBuf>,
+    /// Protocol mode: the UDP port of the protocols on the managed NICs
+    #[arg(long, default_value_t = crate::wire::PORT, value_name = "PORT")]
+    pub protocol_port: u16,
+    /// Protocol mode: milliseconds between two announcements on a NIC
+    #[arg(long, value_name = "MS")]
+    pub announce_ms: Option<u64>,
+    /// Protocol mode: milliseconds between two RTT probes of an arc
+    #[arg(long, value_name = "MS")]
+    pub probe_ms: Option<u64>,
+    /// Protocol mode: an arc with no probe answered for this long is dead
+    #[arg(long, value_name = "MS")]
+    pub dead_after_ms: Option<u64>,
 }
 
 impl RunArgs {

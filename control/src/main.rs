@@ -50,6 +50,41 @@ fn random_linklocal() -> Ipv4Addr {
     Ipv4Addr::new(169, 254, b[0] % 255, b[1] % 255)
 }
 
+/// The protocols' options, or `None` in feed mode.
+fn protocol_options(a: &RunArgs) -> anyhow::Result<Option<ntkplane::daemon::protocol::Options>> {
+    use anyhow::Context;
+    if a.paths != "protocol" {
+        for (set, flag) in [
+            (a.network_key.is_some(), "--network-key"),
+            (a.qspn_arcs != "manual", "--qspn-arcs"),
+        ] {
+            anyhow::ensure!(!set, "{flag} needs --paths protocol");
+        }
+        return Ok(None);
+    }
+    let mut o = ntkplane::daemon::protocol::Options {
+        port: a.protocol_port,
+        auto_qspn: a.qspn_arcs == "auto",
+        ..Default::default()
+    };
+    if let Some(f) = &a.network_key {
+        o.key = Some(
+            ntkplane::wire::NetworkKey::from_file(f)
+                .with_context(|| format!("--network-key {}", f.display()))?,
+        );
+    }
+    if let Some(v) = a.announce_ms {
+        o.timers.announce_ms = v;
+    }
+    if let Some(v) = a.probe_ms {
+        o.timers.probe_ms = v;
+    }
+    if let Some(v) = a.dead_after_ms {
+        o.timers.dead_after_ms = v;
+    }
+    Ok(Some(o))
+}
+
 fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
     use anyhow::Context;
     use ntkplane::{
@@ -148,6 +183,7 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
         };
         Ok(System::init(config, &address)?)
     };
+    let protocol = protocol_options(&a)?;
     let args = a.model_args(mask);
     let mut d = Daemon::start(
         paths,
@@ -165,6 +201,9 @@ fn run(cli_instance: &str, run_dir: PathBuf, a: RunArgs) -> anyhow::Result<()> {
         resync: std::time::Duration::from_secs(a.resync_interval.max(1)),
         ..Default::default()
     });
+    if let Some(o) = protocol {
+        d.set_protocol(o);
+    }
     d.serve()?;
     Ok(())
 }
@@ -265,7 +304,7 @@ fn main() -> ExitCode {
     .socket();
     let req = match cli.command {
         Command::Run(a) => {
-            return match run(&cli.instance, cli.run_dir.clone(), a) {
+            return match run(&cli.instance, cli.run_dir.clone(), *a) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     eprintln!("error: {e:#}");

@@ -109,6 +109,19 @@ impl Netns {
         Ok(())
     }
 
+    /// Moves the calling thread into this namespace for good (a long-lived thread whose
+    /// sockets must live there). `Current` leaves it where it is.
+    pub fn enter(&self) -> Result<(), NetnsError> {
+        let Netns::Named(name) = self else {
+            return Ok(());
+        };
+        let file = self.open()?;
+        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|source| NetnsError::Enter {
+            name: name.clone(),
+            source,
+        })
+    }
+
     /// An fd of the namespace (to move interfaces into it).
     pub fn open(&self) -> Result<File, NetnsError> {
         let path = match self {

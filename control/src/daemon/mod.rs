@@ -9,6 +9,7 @@ pub mod lock;
 pub mod metrics;
 pub mod persist;
 pub mod proto;
+pub mod protocol;
 pub mod reply;
 pub mod server;
 pub mod watch;
@@ -70,7 +71,7 @@ impl Default for Clock {
 /// withdrawing the old addresses, for the neighbours to move their routes (Vala: 300 ms).
 pub const M5_WAIT: Duration = Duration::from_millis(300);
 
-fn random_bytes<const N: usize>() -> [u8; N] {
+pub(crate) fn random_bytes<const N: usize>() -> [u8; N] {
     let mut b = [0u8; N];
     if std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut b))
@@ -226,6 +227,11 @@ pub struct Daemon {
     metrics: metrics::Metrics,
     /// `run --metrics`: bound before the start, served by the socket thread.
     metrics_listener: Option<std::net::TcpListener>,
+    /// `run --paths protocol`: the protocols' options; their thread runs while `serve` does.
+    protocol: Option<protocol::Options>,
+    protocol_counters: Option<protocol::Counters>,
+    /// Every committed model, for the protocol runtime to follow.
+    model_tx: Option<tokio::sync::watch::Sender<std::sync::Arc<System>>>,
 }
 
 /// How often the daemon looks for drift.
@@ -329,6 +335,9 @@ impl Daemon {
             events: events::Events::new(),
             metrics: metrics::Metrics::default(),
             metrics_listener: None,
+            protocol: None,
+            protocol_counters: None,
+            model_tx: None,
         };
         let late = d.record_host_settings().and_then(|()| {
             match d.reconcile_best_effort().and_then(|()| d.finish_dismissals()) {
@@ -433,6 +442,18 @@ impl Daemon {
     }
 
     /// Sets how often drift is looked for (`run --resync-interval`).
+    /// Runs the protocols (`run --paths protocol`) while serving.
+    pub fn set_protocol(&mut self, o: protocol::Options) {
+        self.protocol = Some(o);
+    }
+
+    /// Hands the committed model to the protocol runtime (when there is one).
+    fn publish(&self) {
+        if let Some(tx) = &self.model_tx {
+            tx.send_replace(std::sync::Arc::new(self.system.clone()));
+        }
+    }
+
     pub fn set_timing(&mut self, t: Timing) {
         self.timing = t;
     }
@@ -460,6 +481,9 @@ impl Daemon {
             events: events::Events::new(),
             metrics: metrics::Metrics::default(),
             metrics_listener: None,
+            protocol: None,
+            protocol_counters: None,
+            model_tx: None,
         }
     }
 
@@ -1074,6 +1098,10 @@ impl Daemon {
             fast_path: crate::kernel::reconcile::fast_path_status(
                 self.kernel.fast_path_running().into_iter(),
             ),
+            protocol: self
+                .protocol_counters
+                .as_ref()
+                .and_then(|c| c.lock().ok().map(|m| m.clone())),
         })
     }
 
@@ -1111,6 +1139,7 @@ impl Daemon {
             .name("control".into())
             .spawn({
                 let tx = tx.clone();
+                let stop_rx = stop_rx.clone();
                 let extras = server::Extras {
                     events: self.events.clone(),
                     metrics: self.metrics_listener.take(),
@@ -1119,6 +1148,32 @@ impl Daemon {
             })
             .map_err(io_err("control thread"))?;
         self.drift_tx = Some(tx.clone());
+        let proto = match self.protocol.clone() {
+            None => None,
+            Some(o) => {
+                let (mtx, mrx) =
+                    tokio::sync::watch::channel(std::sync::Arc::new(self.system.clone()));
+                self.model_tx = Some(mtx);
+                match protocol::spawn(
+                    o,
+                    self.system_netns.clone(),
+                    mrx,
+                    tx.clone(),
+                    stop_rx.clone(),
+                ) {
+                    Ok(h) => {
+                        self.protocol_counters = Some(h.counters.clone());
+                        Some(h)
+                    }
+                    Err(e) => {
+                        let _ = stop_tx.send(true);
+                        let _ = io.join();
+                        let _ = std::fs::remove_file(&sock);
+                        return Err(DaemonError::Io(format!("protocols: {e}")));
+                    }
+                }
+            }
+        };
         drop(tx);
         self.sync_watchers();
         let mut last_check = Instant::now();
@@ -1157,6 +1212,15 @@ impl Daemon {
                     self.announce(&req, &resp);
                     let _ = to.send(resp);
                     self.sync_watchers();
+                    self.publish();
+                }
+                Ok(server::Msg::Protocol(req, to)) => {
+                    tracing::debug!(?req, "protocol");
+                    let resp = self.handle(&req);
+                    self.announce(&req, &resp);
+                    let _ = to.send(resp);
+                    self.sync_watchers();
+                    self.publish();
                 }
                 Ok(server::Msg::Drift(ns)) => {
                     self.dirty.insert(ns);
@@ -1218,6 +1282,9 @@ impl Daemon {
         self.drift_tx = None;
         let _ = stop_tx.send(true);
         let _ = io.join();
+        if let Some(h) = proto {
+            h.join();
+        }
         let _ = std::fs::remove_file(&sock);
         result
     }

@@ -142,6 +142,10 @@ pub struct Status {
     /// The eBPF fast path: `on`, or `off (why)`.
     #[serde(default)]
     pub fast_path: String,
+    /// `run --paths protocol`: the protocols' counters (datagrams in/out, drops by reason,
+    /// ETPs applied); absent in feed mode.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub protocol: Option<BTreeMap<String, u64>>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -29,6 +29,9 @@ const DRAIN: Duration = Duration::from_millis(500);
 /// What the socket side asks of the writer.
 pub enum Msg {
     Request(Request, oneshot::Sender<Response>),
+    /// A request of the protocol runtime (what it learnt): applied like a client's, logged
+    /// at debug level only.
+    Protocol(Request, oneshot::Sender<Response>),
     /// SIGTERM/SIGINT: shut down as `quit` does.
     Stop(&'static str),
     /// Something changed in this namespace (a watcher saw a netlink event).
