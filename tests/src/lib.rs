@@ -7,6 +7,7 @@ pub mod daemon;
 pub mod fastlab;
 pub mod fwdlab;
 pub mod lab;
+pub mod metrics;
 pub mod packet;
 pub mod readback;
 pub mod scenarios;

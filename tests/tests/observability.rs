@@ -76,37 +76,12 @@ fn readme_example(d: &Instance) {
 
 /// One HTTP exchange with the metrics port from inside `ns`: (status line, body).
 fn http(ns: &Ns, request: &[u8]) -> (String, String) {
-    let mut s = ns
-        .netns()
-        .run(|| TcpStream::connect(METRICS))
-        .unwrap()
-        .unwrap_or_else(|e| panic!("connect {METRICS} in {}: {e}", ns.name));
-    s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
-    s.write_all(request).unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    let (head, body) = out.split_once("\r\n\r\n").unwrap_or((&out, ""));
-    (
-        head.lines().next().unwrap_or_default().to_string(),
-        body.to_string(),
-    )
+    ntkplane_integration::metrics::http(ns, METRICS, request)
 }
 
 /// `GET /metrics`: series (name with labels, as rendered) → value.
 fn scrape(ns: &Ns) -> BTreeMap<String, f64> {
-    let (status, body) = http(ns, b"GET /metrics HTTP/1.1\r\nHost: ntkplane\r\n\r\n");
-    assert_eq!(status, "HTTP/1.1 200 OK", "{body}");
-    assert!(body.ends_with("# EOF\n"), "{body}");
-    body.lines()
-        .filter(|l| !l.starts_with('#') && !l.is_empty())
-        .map(|l| {
-            let (series, v) = l.rsplit_once(' ').unwrap_or_else(|| panic!("{l}"));
-            (
-                series.to_string(),
-                v.parse().unwrap_or_else(|_| panic!("{l}")),
-            )
-        })
-        .collect()
+    ntkplane_integration::metrics::scrape(ns, METRICS)
 }
 
 fn get(m: &BTreeMap<String, f64>, series: &str) -> f64 {

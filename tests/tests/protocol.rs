@@ -16,10 +16,13 @@ use ntkplane::{
 use ntkplane_integration::{
     daemon::Instance,
     lab::{must, require_root, Ns},
+    metrics::scrape,
 };
 use ntkplane_lab::icmp::{Answer, Pinger};
 
 const TOPOLOGY: &str = "2.2";
+/// `/metrics` inside a test namespace.
+const METRICS: &str = "127.0.0.1:9618";
 
 /// Fast timers, so that a test takes seconds (defaults: docs/PROTOCOL.md).
 const FAST: &[&str] = &[
@@ -106,7 +109,7 @@ fn ring(tag: &str) -> [Node; 4] {
         link(&n[i], "eth0", &n[j], "eth1");
     }
     for x in n.iter_mut() {
-        start(x, &["eth0", "eth1"], &[]);
+        start(x, &["eth0", "eth1"], &["--metrics", METRICS]);
     }
     n
 }
@@ -129,6 +132,18 @@ fn a_ring_converges_without_a_feed_and_routes_around_a_cut_link() {
                 );
             }
         }
+    }
+    // A's /metrics: its two arcs with their measured cost, datagrams both ways.
+    let m = scrape(&n[0].ns, METRICS);
+    let costs: Vec<_> = m
+        .iter()
+        .filter(|(k, _)| k.starts_with("ntkplane_arc_cost_microseconds{"))
+        .collect();
+    assert_eq!(costs.len(), 2, "A's arcs in /metrics: {m:?}");
+    assert!(costs.iter().all(|(_, v)| **v > 0.0), "{costs:?}");
+    for kind in ["rx", "tx"] {
+        let k = format!("ntkplane_protocol_datagrams_total{{kind=\"{kind}\"}}");
+        assert!(m.get(&k).copied().unwrap_or(0.0) > 0.0, "{k}: {m:?}");
     }
     // A's route to g-node (1,1) (C and D: 10.0.0.2/31) goes through an arc.
     let routes = n[0].ns.sh(&format!("ip route show table {NTK_TABLE}"));
@@ -205,7 +220,11 @@ fn systems_with_different_network_keys_exchange_no_route() {
         &["eth0", "eth1"],
         &["--network-key", k1.to_str().unwrap()],
     );
-    start(&mut c, &["eth0"], &["--network-key", k2.to_str().unwrap()]);
+    start(
+        &mut c,
+        &["eth0"],
+        &["--network-key", k2.to_str().unwrap(), "--metrics", METRICS],
+    );
     assert!(
         reaches(&a, &b, Duration::from_secs(20)).is_some(),
         "same key: A and B converge"

@@ -31,6 +31,17 @@ struct KindLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ReasonLabel {
+    reason: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ArcLabels {
+    nic: String,
+    mac: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct NetnsLabel {
     netns: String,
 }
@@ -163,6 +174,9 @@ pub struct Snapshot {
     pub routes: BTreeMap<(String, u32), usize>,
     pub classifiers: BTreeMap<String, ClassifierCounters>,
     pub identities: usize,
+    /// `run --paths protocol`: the runtime's counters (`rx`, `tx`, `dropped_<reason>`, …) and
+    /// the measured cost of each arc (NIC, peer MAC) → µs.
+    pub protocol: Option<(BTreeMap<String, u64>, BTreeMap<(String, String), u64>)>,
 }
 
 impl Metrics {
@@ -299,6 +313,61 @@ impl Metrics {
             "Fast path: packets forwarded in TC (outcome=forwarded) or handed to the stack (outcome=the reason)",
             fast,
         );
+        if let Some((counters, arcs)) = &snap.protocol {
+            let datagrams = Family::<KindLabel, Counter>::default();
+            let dropped = Family::<ReasonLabel, Counter>::default();
+            let other = Family::<KindLabel, Counter>::default();
+            for (k, v) in counters {
+                match k.strip_prefix("dropped_") {
+                    Some(reason) => {
+                        dropped
+                            .get_or_create(&ReasonLabel {
+                                reason: reason.into(),
+                            })
+                            .inc_by(*v);
+                    }
+                    None if k == "rx" || k == "tx" => {
+                        datagrams
+                            .get_or_create(&KindLabel { kind: k.clone() })
+                            .inc_by(*v);
+                    }
+                    None => {
+                        other
+                            .get_or_create(&KindLabel { kind: k.clone() })
+                            .inc_by(*v);
+                    }
+                }
+            }
+            reg.register(
+                "ntkplane_protocol_datagrams",
+                "Protocol datagrams received (kind=rx) and sent (kind=tx)",
+                datagrams,
+            );
+            reg.register(
+                "ntkplane_protocol_dropped",
+                "Protocol datagrams or messages dropped, by reason",
+                dropped,
+            );
+            reg.register(
+                "ntkplane_protocol_events",
+                "Protocol events: ETPs received and applied, unanswered calls, challenges",
+                other,
+            );
+            let cost = Family::<ArcLabels, Gauge>::default();
+            for ((nic, mac), us) in arcs {
+                cost.get_or_create(&ArcLabels {
+                    nic: nic.clone(),
+                    mac: mac.clone(),
+                })
+                .set(*us as i64);
+            }
+            reg.register_with_unit(
+                "ntkplane_arc_cost",
+                "The measured (smoothed) round-trip time of each arc",
+                Unit::Other("microseconds".into()),
+                cost,
+            );
+        }
         let mut out = String::new();
         prometheus_client::encoding::text::encode(&mut out, &reg)
             .expect("writing to a String cannot fail");

@@ -229,7 +229,7 @@ pub struct Daemon {
     metrics_listener: Option<std::net::TcpListener>,
     /// `run --paths protocol`: the protocols' options; their thread runs while `serve` does.
     protocol: Option<protocol::Options>,
-    protocol_counters: Option<protocol::Counters>,
+    protocol_status: Option<protocol::Shared>,
     /// Every committed model, for the protocol runtime to follow.
     model_tx: Option<tokio::sync::watch::Sender<std::sync::Arc<System>>>,
 }
@@ -336,7 +336,7 @@ impl Daemon {
             metrics: metrics::Metrics::default(),
             metrics_listener: None,
             protocol: None,
-            protocol_counters: None,
+            protocol_status: None,
             model_tx: None,
         };
         let late = d.record_host_settings().and_then(|()| {
@@ -482,7 +482,7 @@ impl Daemon {
             metrics: metrics::Metrics::default(),
             metrics_listener: None,
             protocol: None,
-            protocol_counters: None,
+            protocol_status: None,
             model_tx: None,
         }
     }
@@ -529,6 +529,10 @@ impl Daemon {
                 snap.classifiers.insert(name, c);
             }
         }
+        snap.protocol = self
+            .protocol_status
+            .as_ref()
+            .and_then(|c| c.lock().ok().map(|m| (m.counters.clone(), m.arcs.clone())));
         self.metrics.render(&snap)
     }
 
@@ -1099,9 +1103,9 @@ impl Daemon {
                 self.kernel.fast_path_running().into_iter(),
             ),
             protocol: self
-                .protocol_counters
+                .protocol_status
                 .as_ref()
-                .and_then(|c| c.lock().ok().map(|m| m.clone())),
+                .and_then(|c| c.lock().ok().map(|m| m.counters.clone())),
         })
     }
 
@@ -1160,9 +1164,10 @@ impl Daemon {
                     mrx,
                     tx.clone(),
                     stop_rx.clone(),
+                    self.events.clone(),
                 ) {
                     Ok(h) => {
-                        self.protocol_counters = Some(h.counters.clone());
+                        self.protocol_status = Some(h.status.clone());
                         Some(h)
                     }
                     Err(e) => {

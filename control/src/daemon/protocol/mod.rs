@@ -5,4 +5,4 @@ pub mod feed;
 pub mod link;
 mod runtime;
 
-pub use runtime::{spawn, Counters, Handle, Options};
+pub use runtime::{spawn, Handle, Options, Shared, Status};

@@ -26,6 +26,7 @@ use super::{
 };
 use crate::{
     daemon::{
+        events::{Event, Events},
         proto::{Feed, Request, Response},
         server::Msg,
     },
@@ -80,12 +81,20 @@ impl Default for Options {
     }
 }
 
-/// Counters of the protocol (messages in/out, drops by reason), shared with `status`.
-pub type Counters = Arc<Mutex<BTreeMap<String, u64>>>;
+/// What the runtime shows `status` and `/metrics`: its counters (datagrams in/out, drops by
+/// reason, ETPs, unanswered calls) and the measured cost of each arc.
+#[derive(Clone, Debug, Default)]
+pub struct Status {
+    pub counters: BTreeMap<String, u64>,
+    /// (NIC, peer MAC) → smoothed RTT in µs.
+    pub arcs: BTreeMap<(String, String), u64>,
+}
 
-fn count(c: &Counters, what: &str) {
+pub type Shared = Arc<Mutex<Status>>;
+
+fn count(c: &Shared, what: &str) {
     if let Ok(mut m) = c.lock() {
-        *m.entry(what.to_string()).or_default() += 1;
+        *m.counters.entry(what.to_string()).or_default() += 1;
     }
 }
 
@@ -150,13 +159,14 @@ struct Runtime {
     model: Arc<System>,
     writer: mpsc::Sender<Msg>,
     answers: tokio::sync::mpsc::UnboundedSender<In>,
-    counters: Counters,
+    counters: Shared,
+    events: Events,
     rng: u64,
 }
 
 /// A running protocol thread.
 pub struct Handle {
-    pub counters: Counters,
+    pub status: Shared,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -177,8 +187,9 @@ pub fn spawn(
     model: watch::Receiver<Arc<System>>,
     writer: mpsc::Sender<Msg>,
     stop: watch::Receiver<bool>,
+    events: Events,
 ) -> Result<Handle, String> {
-    let counters: Counters = Arc::default();
+    let counters: Shared = Arc::default();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel();
     let c = counters.clone();
     let thread = std::thread::Builder::new()
@@ -198,12 +209,12 @@ pub fn spawn(
                     return;
                 }
             };
-            rt.block_on(run(opts, model, writer, stop, c, ready_tx));
+            rt.block_on(run(opts, model, writer, stop, c, events, ready_tx));
         })
         .map_err(|e| format!("protocol thread: {e}"))?;
     match ready_rx.recv() {
         Ok(Ok(())) => Ok(Handle {
-            counters,
+            status: counters,
             thread: Some(thread),
         }),
         Ok(Err(e)) => {
@@ -223,7 +234,8 @@ async fn run(
     mut model_rx: watch::Receiver<Arc<System>>,
     writer: mpsc::Sender<Msg>,
     mut stop: watch::Receiver<bool>,
-    counters: Counters,
+    counters: Shared,
+    events: Events,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let model = model_rx.borrow_and_update().clone();
@@ -324,6 +336,7 @@ async fn run(
         writer,
         answers: tx,
         counters,
+        events,
         rng,
         opts,
     };
@@ -544,6 +557,26 @@ impl Runtime {
         if self.last_feed.as_ref() == Some(&feed) {
             return;
         }
+        // `monitor`: each destination whose paths changed, with how many there are now.
+        let count_of = |f: Option<&Feed>| -> BTreeMap<crate::addr::HCoord, Vec<crate::fwd::Path>> {
+            f.map(|f| f.paths.iter().map(|d| (d.dest, d.paths.clone())).collect())
+                .unwrap_or_default()
+        };
+        let (before, after) = (count_of(self.last_feed.as_ref()), count_of(Some(&feed)));
+        for d in before
+            .keys()
+            .chain(after.keys())
+            .collect::<std::collections::BTreeSet<_>>()
+        {
+            if before.get(d) != after.get(d) {
+                self.events.emit(Event::PathChanged {
+                    identity: MAIN,
+                    lvl: d.lvl,
+                    pos: d.pos,
+                    paths: after.get(d).map_or(0, Vec::len),
+                });
+            }
+        }
         self.last_feed = Some(feed.clone());
         count(&self.counters, "etp_applied");
         self.submit(Request::Etp {
@@ -588,6 +621,11 @@ impl Runtime {
             self.arc_of.insert(k, a);
             self.model_of.insert(a, k);
             tracing::info!(arc = k, qspn_arc = a, ?cost, "protocol: qspn arc added");
+            self.events.emit(Event::ArcUp {
+                identity: MAIN,
+                arc: k,
+                cost: p.cost_us + p.seed_us,
+            });
             self.qspn_out(o).await;
         }
     }
@@ -726,6 +764,9 @@ impl Runtime {
                     );
                     let seed_us = self.rand() % 1000;
                     tracing::info!(nic, %mac, %ll, cost_us, "protocol: arc up");
+                    if let Ok(mut st) = self.counters.lock() {
+                        st.arcs.insert((nic.clone(), mac.to_string()), cost_us);
+                    }
                     self.phys.insert(
                         (nic.clone(), mac),
                         Phys {
@@ -756,8 +797,19 @@ impl Runtime {
                         continue;
                     };
                     p.cost_us = cost_us;
-                    let cost = Cost::Real(p.cost_us + p.seed_us);
+                    let p_cost = p.cost_us + p.seed_us;
+                    let cost = Cost::Real(p_cost);
                     tracing::info!(nic = key.0, mac = %key.1, cost_us, "protocol: arc cost changed");
+                    if let Ok(mut st) = self.counters.lock() {
+                        st.arcs.insert((key.0.clone(), key.1.to_string()), cost_us);
+                    }
+                    if let Some(k) = self.model_arc_on(&key) {
+                        self.events.emit(Event::ArcCost {
+                            identity: MAIN,
+                            arc: k,
+                            cost: p_cost,
+                        });
+                    }
                     if let Some(a) = self.qspn_arc_on(&key) {
                         let o = self.qspn.arc_changed(a, cost);
                         Box::pin(self.qspn_out(o)).await;
@@ -769,6 +821,15 @@ impl Runtime {
                         continue;
                     }
                     tracing::info!(nic = key.0, mac = %key.1, "protocol: arc down");
+                    if let Ok(mut st) = self.counters.lock() {
+                        st.arcs.remove(&(key.0.clone(), key.1.to_string()));
+                    }
+                    if let Some(k) = self.model_arc_on(&key) {
+                        self.events.emit(Event::ArcDown {
+                            identity: MAIN,
+                            arc: k,
+                        });
+                    }
                     if let Some(a) = self.qspn_arc_on(&key) {
                         if let Some(k) = self.model_of.get(&a).copied() {
                             self.unmap(k, a);
