@@ -5,7 +5,7 @@
 //! stalls nothing. The daemon is started from a `--config` file, as the unit file does.
 use std::{
     collections::BTreeMap,
-    io::{BufRead, BufReader, Read, Write},
+    io::{BufRead, BufReader, Read},
     net::{Ipv4Addr, TcpStream},
     path::PathBuf,
     process::{Child, Stdio},

@@ -167,6 +167,10 @@ pub struct ClassifierCounters {
     pub ignored: u64,
 }
 
+/// The protocol runtime's counters (`rx`, `tx`, `dropped_<reason>`, other events) and each
+/// arc's cost: (NIC, peer MAC) → µs.
+pub type ProtocolSnapshot = (BTreeMap<String, u64>, BTreeMap<(String, String), u64>);
+
 /// What a scrape reads from the kernel and the model, per namespace name.
 #[derive(Clone, Debug, Default)]
 pub struct Snapshot {
@@ -176,7 +180,7 @@ pub struct Snapshot {
     pub identities: usize,
     /// `run --paths protocol`: the runtime's counters (`rx`, `tx`, `dropped_<reason>`, …) and
     /// the measured cost of each arc (NIC, peer MAC) → µs.
-    pub protocol: Option<(BTreeMap<String, u64>, BTreeMap<(String, String), u64>)>,
+    pub protocol: Option<ProtocolSnapshot>,
 }
 
 impl Metrics {
@@ -424,6 +428,16 @@ mod tests {
             )]
             .into(),
             identities: 1,
+            protocol: Some((
+                [
+                    ("rx".to_string(), 7),
+                    ("tx".to_string(), 6),
+                    ("dropped_bad_mac".to_string(), 2),
+                    ("etp_received".to_string(), 3),
+                ]
+                .into(),
+                [(("eth1".to_string(), "00:16:3E:5B:78:D5".to_string()), 420)].into(),
+            )),
         };
         let t = m.render(&snap);
         for line in [
@@ -439,6 +453,11 @@ mod tests {
             "ntkplane_neighbour_bytes_total{netns=\"default\",table=\"250\",mac=\"00:16:3E:5B:78:D5\"} 420",
             "ntkplane_classifier_misses_total{netns=\"default\"} 3",
             "ntkplane_fast_path_packets_total{netns=\"default\",table=\"250\",mac=\"00:16:3E:5B:78:D5\",outcome=\"forwarded\"} 2",
+            "ntkplane_protocol_datagrams_total{kind=\"rx\"} 7",
+            "ntkplane_protocol_datagrams_total{kind=\"tx\"} 6",
+            "ntkplane_protocol_dropped_total{reason=\"bad_mac\"} 2",
+            "ntkplane_protocol_events_total{kind=\"etp_received\"} 3",
+            "ntkplane_arc_cost_microseconds{nic=\"eth1\",mac=\"00:16:3E:5B:78:D5\"} 420",
         ] {
             assert!(t.lines().any(|l| l == line), "{line} missing in:\n{t}");
         }

@@ -871,8 +871,11 @@ impl Runtime {
                     count(&self.counters, &format!("dropped_{}", why.as_str()));
                 }
                 count(&self.counters, "challenge");
+                // By broadcast on the NIC it came from: a new neighbour may have no route to
+                // us yet; the challenge names its addressee, the others drop it.
                 if let Ok(b) = wire::encode(self.node_id, &reply, self.auth.as_mut()) {
-                    self.send_bytes(nic, from, &b).await;
+                    let to = SocketAddrV4::new(Ipv4Addr::BROADCAST, self.opts.port);
+                    self.send_bytes(nic, to, &b).await;
                 }
                 return;
             }
