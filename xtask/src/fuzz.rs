@@ -30,6 +30,13 @@ const TARGETS: &[Target] = &[
         seeds: "control/fuzz/seeds",
         seed_ext: "json",
     },
+    // The wire protocol's datagram decoder, with and without a network key (wire::decode).
+    Target {
+        name: "wire",
+        krate: "control",
+        seeds: "control/fuzz/seeds-wire",
+        seed_ext: "bin",
+    },
 ];
 
 pub fn names() -> String {

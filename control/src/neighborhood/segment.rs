@@ -18,6 +18,7 @@ struct Plug {
     /// The broadcast domains the NIC hears (a radio may hear two that do not hear each other).
     segments: Vec<u32>,
     up: bool,
+    mac: Mac,
 }
 
 /// A datagram in flight: (arrival µs, order sent, destination plug, source plug, bytes).
@@ -28,6 +29,7 @@ pub struct Segments {
     pub systems: Vec<Neighborhood>,
     /// Each system's authentication, if it has a network key.
     auths: Vec<Option<Auth>>,
+    keys: Vec<Option<NetworkKey>>,
     plugs: Vec<Plug>,
     queue: BinaryHeap<Reverse<InFlight>>,
     order: u64,
@@ -51,6 +53,7 @@ impl Default for Segments {
         Segments {
             systems: Vec::new(),
             auths: Vec::new(),
+            keys: Vec::new(),
             plugs: Vec::new(),
             queue: BinaryHeap::new(),
             order: 0,
@@ -74,6 +77,7 @@ impl Segments {
     pub fn add_keyed_system(&mut self, cfg: Config, key: Option<&NetworkKey>) -> usize {
         let seed = cfg.seed ^ 0x5eed;
         self.auths.push(key.map(|k| Auth::new(k, seed)));
+        self.keys.push(key.cloned());
         self.systems.push(Neighborhood::new(cfg));
         self.events.push(Vec::new());
         self.drops.push(BTreeMap::new());
@@ -89,6 +93,7 @@ impl Segments {
             addr,
             segments: segments.to_vec(),
             up: true,
+            mac,
         });
         let out = self.systems[sys]
             .add_nic(nic, mac, addr, self.now_us)
@@ -105,6 +110,28 @@ impl Segments {
         let out = self.systems[sys].remove_nic(nic, link_up);
         self.dispatch(sys, out);
         self.set_up(sys, nic, false);
+    }
+
+    /// The daemon of `sys` restarts: a fresh machine (new id and seed in `cfg`), a fresh
+    /// authentication state with the same key, the same NICs and addresses.
+    pub fn restart(&mut self, sys: usize, cfg: Config) {
+        let seed = cfg.seed ^ 0x5eed;
+        self.auths[sys] = self.keys[sys].as_ref().map(|k| Auth::new(k, seed));
+        self.systems[sys] = Neighborhood::new(cfg);
+        let nics: Vec<(String, Mac, Ipv4Addr)> = self
+            .plugs
+            .iter()
+            .filter(|p| p.sys == sys && p.up)
+            .map(|p| (p.nic.clone(), p.mac, p.addr))
+            .collect();
+        // The kernel state of the old daemon goes with it.
+        self.routes[sys].clear();
+        for (nic, mac, addr) in nics {
+            let out = self.systems[sys]
+                .add_nic(&nic, mac, addr, self.now_us)
+                .expect("test NICs are distinct");
+            self.dispatch(sys, out);
+        }
     }
 
     fn set_up(&mut self, sys: usize, nic: &str, up: bool) {

@@ -588,3 +588,19 @@ fn different_keys_never_talk() {
         );
     }
 }
+
+/// A keyed neighbour restarts with a new id and a new index: the old arc dies by liveness
+/// (R1 keeps the new id off the old MAC until then), the challenge admits the new index, and
+/// a new arc forms.
+#[test]
+fn keyed_neighbour_restart() {
+    let k = NetworkKey::from_contents(&[9; 32]).unwrap();
+    let (mut n, a, b) = keyed_pair(Some(&k), Some(&k));
+    n.run_for(12 * S);
+    assert_eq!(n.arcs(a), vec![("eth0".to_string(), 222)]);
+    n.restart(b, Config::new(333, 33));
+    n.run_for(20 * S);
+    assert_eq!(n.arcs(a), vec![("eth0".to_string(), 333)]);
+    assert_eq!(n.arcs(b), vec![("eth0".to_string(), 111)]);
+    assert_eq!(n.routes[a].len(), 1);
+}
