@@ -30,6 +30,13 @@ const TARGETS: &[Target] = &[
         seeds: "control/fuzz/seeds",
         seed_ext: "json",
     },
+    // The QSPN ETP handler (validation, revise_etp, update_map) on arbitrary ETP sequences.
+    Target {
+        name: "etp",
+        krate: "control",
+        seeds: "control/fuzz/seeds-etp",
+        seed_ext: "bin",
+    },
     // The wire protocol's datagram decoder, with and without a network key (wire::decode).
     Target {
         name: "wire",

@@ -7,6 +7,7 @@ pub mod engine;
 mod engine_tests;
 pub mod event;
 pub mod fingerprint;
+pub mod fuzz_seeds;
 pub mod ignore;
 pub mod lifecycle;
 #[cfg(test)]
