@@ -14,7 +14,7 @@ use std::{
 };
 
 use ntkplane::{
-    addr::{destinations, report::AddrReport, NtkAddress, Topology},
+    addr::{destinations, report::AddrReport, HCoord, NtkAddress, Topology},
     kernel::rtnl::RouteEntry,
 };
 use ntkplane_lab::icmp::{Answer, Pinger};
@@ -133,7 +133,10 @@ impl Shape {
         if (top, bottom) != (a, b) {
             pairs.extend([(top, bottom), (bottom, top)]);
         }
-        Some(Cut { link: (a, b), pairs })
+        Some(Cut {
+            link: (a, b),
+            pairs,
+        })
     }
 }
 
@@ -311,7 +314,11 @@ impl Lab {
     /// shape must be a unicast route in `ntk`: the path solver's tables for the same graph
     /// would route exactly those, at costs we cannot compare (ntkplane's are measured RTTs).
     pub fn missing_routes(&self, system: System) -> Result<(usize, String), String> {
-        let routes = self.routes()?;
+        Ok(self.missing_in(&self.routes()?, system))
+    }
+
+    /// [`Lab::missing_routes`] over routes already read (`routes[i]`: node `i`'s).
+    pub fn missing_in(&self, routes: &[Vec<RouteEntry>], system: System) -> (usize, String) {
         let table = system.table();
         let nas: Vec<NtkAddress> = (0..self.addrs.len()).map(|i| self.ntk_address(i)).collect();
         let mut missing = 0;
@@ -337,14 +344,13 @@ impl Lab {
             }
             let me = &nas[a];
             for d in destinations(&self.topology, me, 0) {
-                let exists = nas.iter().any(|y| {
-                    y.pos(d.hc.lvl) == d.hc.pos
-                        && (d.hc.lvl + 1..self.topology.levels()).all(|l| y.pos(l) == me.pos(l))
-                });
+                if !self.holds_a_node(&nas, me, d.hc) {
+                    continue;
+                }
                 let routed = rs.iter().any(|r| {
                     r.table == NTK_TABLE && r.dst == d.prefix && r.kind == UNICAST && r.tos == 0
                 });
-                if exists && !routed {
+                if !routed {
                     note(format!(
                         "{} has no route to g-node ({}, {}) {:?} {}",
                         self.shape.address(a),
@@ -356,7 +362,16 @@ impl Lab {
                 }
             }
         }
-        Ok((missing, first))
+        (missing, first)
+    }
+
+    /// Whether `me`'s destination g-node `hc` holds a node of the shape: one whose position
+    /// at `hc.lvl` is `hc.pos` and that shares `me`'s positions above it.
+    fn holds_a_node(&self, nas: &[NtkAddress], me: &NtkAddress, hc: HCoord) -> bool {
+        nas.iter().any(|y| {
+            y.pos(hc.lvl) == hc.pos
+                && (hc.lvl + 1..self.topology.levels()).all(|l| y.pos(l) == me.pos(l))
+        })
     }
 
     pub fn ntk_address(&self, i: usize) -> NtkAddress {
@@ -376,8 +391,7 @@ impl Lab {
         let rb = ntkplane_lab::readback::routes_in(&self.nss[b].name)?;
         Ok(
             route_dev(&ra, system.table(), self.addrs[b]).as_deref() == Some(a_if.as_str())
-                && route_dev(&rb, system.table(), self.addrs[a]).as_deref()
-                    == Some(b_if.as_str()),
+                && route_dev(&rb, system.table(), self.addrs[a]).as_deref() == Some(b_if.as_str()),
         )
     }
 
@@ -391,8 +405,7 @@ impl Lab {
                     s.spawn(move || {
                         // Binding fails while ntkplane has not yet put its address on an
                         // interface: not answered, like any other failure.
-                        let Ok(mut p) = Pinger::open(&self.nss[a].name, Some(self.addrs[a]))
-                        else {
+                        let Ok(mut p) = Pinger::open(&self.nss[a].name, Some(self.addrs[a])) else {
                             return false;
                         };
                         matches!(p.echo(self.addrs[b], timeout),
@@ -818,10 +831,85 @@ mod tests {
         };
         let rs = vec![r("10.0.0.0/29", 1, "eth0"), r("10.0.0.8/29", 7, "lo")];
         let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
-        assert_eq!(route_dev(&rs, NTK_TABLE, ip("10.0.0.3")).as_deref(), Some("eth0"));
+        assert_eq!(
+            route_dev(&rs, NTK_TABLE, ip("10.0.0.3")).as_deref(),
+            Some("eth0")
+        );
         assert_eq!(route_dev(&rs, NTK_TABLE, ip("10.0.0.9")), None);
         assert_eq!(route_dev(&rs, NTK_TABLE, ip("10.0.0.17")), None);
         assert_eq!(route_dev(&rs, MAIN_TABLE, ip("10.0.0.3")), None);
+    }
+
+    /// ntkplane's route check on a 3×3 grid without namespaces: the `ntk` tables a path
+    /// solver would give (every destination prefix of `D(n)` routed when its g-node holds a
+    /// node, `unreachable` otherwise) pass; one `unreachable` instead fails, naming it.
+    #[test]
+    fn ntkplane_is_converged_when_every_populated_destination_is_routed() {
+        let shape = Shape::Grid(3);
+        let topology: Topology = TOPOLOGY.parse().unwrap();
+        let lab = Lab {
+            shape,
+            topology: topology.clone(),
+            nss: Vec::new(),
+            ifaces: Vec::new(),
+            links: Vec::new(),
+            addrs: (0..9)
+                .map(|i| {
+                    let a = NtkAddress::parse(&shape.address(i), &topology).unwrap();
+                    AddrReport::new(&topology, &a, 0, false)
+                        .unwrap()
+                        .global
+                        .unwrap()
+                })
+                .collect(),
+        };
+        let nas: Vec<NtkAddress> = (0..9).map(|i| lab.ntk_address(i)).collect();
+        let entry = |dst, kind| RouteEntry {
+            table: NTK_TABLE,
+            dst,
+            kind,
+            protocol: 0,
+            scope: 0,
+            tos: 0,
+            flags: 0,
+            src: None,
+            gateway: None,
+            dev: Some("eth0".into()),
+            prefsrc: None,
+            metric: None,
+        };
+        let mut routes: Vec<Vec<RouteEntry>> = nas
+            .iter()
+            .map(|me| {
+                destinations(&topology, me, 0)
+                    .into_iter()
+                    .map(|d| {
+                        let kind = if lab.holds_a_node(&nas, me, d.hc) {
+                            UNICAST
+                        } else {
+                            7
+                        };
+                        entry(d.prefix, kind)
+                    })
+                    .collect()
+            })
+            .collect();
+        assert_eq!(lab.missing_in(&routes, System::Ntkplane).0, 0);
+        // 1.1's row-0 g-node (global, anonymizing, internal) and its neighbours in row 1.
+        let populated = routes[4].iter().filter(|r| r.kind == UNICAST).count();
+        assert_eq!(populated, 2 * 3 + 2 * 2);
+        // Row 0 seen from 1.1: a /29 around 0.0, 0.1, 0.2.
+        let row0 = routes[4]
+            .iter_mut()
+            .find(|r| r.kind == UNICAST && r.dst.contains(lab.addrs[0]))
+            .unwrap();
+        row0.kind = 7;
+        let (missing, first) = lab.missing_in(&routes, System::Ntkplane);
+        // Its global route was the only one to 0.0, 0.1 and 0.2, plus the g-node itself.
+        assert_eq!(missing, 4, "{first}");
+        assert!(first.starts_with("1.1 has no route to 0.0"), "{first}");
+        // babeld's check reads `main`: nothing there.
+        assert_eq!(lab.missing_in(&routes, System::Babeld).0, 9 * 8);
     }
 
     #[test]

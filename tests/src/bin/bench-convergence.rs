@@ -249,10 +249,7 @@ fn measure(lab: &Lab, daemons: &mut Daemons, t0: Instant, a: &Args, row: &mut Ro
             return;
         }
         if said.elapsed() > Duration::from_secs(5) {
-            log(format!(
-                "  {:.0} s: {last}",
-                (t - t0).as_secs_f64()
-            ));
+            log(format!("  {:.0} s: {last}", (t - t0).as_secs_f64()));
             said = Instant::now();
         }
         let (missing, first) = match lab.missing_routes(system) {
@@ -290,14 +287,9 @@ fn measure(lab: &Lab, daemons: &mut Daemons, t0: Instant, a: &Args, row: &mut Ro
         return;
     };
     let (x, y) = cut.link;
-    let name = format!(
-        "{}–{}",
-        lab.shape.address(x),
-        lab.shape.address(y)
-    );
+    let name = format!("{}–{}", lab.shape.address(x), lab.shape.address(y));
     if let Err(e) = until_link_used(lab, system, daemons, cut.link, &cut.pairs, a) {
-        row.reasons
-            .push(format!("before cutting {name}: {e}"));
+        row.reasons.push(format!("before cutting {name}: {e}"));
         return;
     }
     lab.set_link(x, y, false);
@@ -307,7 +299,9 @@ fn measure(lab: &Lab, daemons: &mut Daemons, t0: Instant, a: &Args, row: &mut Ro
             log(format!("  link {name} down: rerouted in {s:.2} s"));
             row.reroute_s = Some(s);
         }
-        Err(e) => row.reasons.push(format!("reroute around {name} (down): {e}")),
+        Err(e) => row
+            .reasons
+            .push(format!("reroute around {name} (down): {e}")),
     }
     lab.set_link(x, y, true);
     if let Err(e) = until_link_used(lab, system, daemons, cut.link, &cut.pairs, a) {
@@ -344,10 +338,15 @@ fn run(system: System, shape: Shape, a: &Args, row: &mut Row) {
 /// Why this ntkplane cannot take part, if it cannot: its daemon has no protocol mode (the
 /// neighbour discovery and QSPN are not merged) or is not built.
 fn ntkplane_unfit() -> Option<String> {
-    let bin = match catch_unwind(daemon::bin) {
-        Ok(b) => b,
-        Err(p) => return Some(panic_text(&*p)),
-    };
+    // Beside this binary, where `daemon::bin` looks (asked first: it panics when missing).
+    let beside = std::env::current_exe().ok()?.parent()?.join("ntkplane");
+    if !beside.exists() {
+        return Some(format!(
+            "{} is not built (cargo build --release -p ntkplane --bin ntkplane)",
+            beside.display()
+        ));
+    }
+    let bin = daemon::bin();
     let out = match Command::new(&bin).args(["run", "--help"]).output() {
         Ok(o) => o,
         Err(e) => return Some(format!("{}: {e}", bin.display())),
