@@ -32,6 +32,13 @@ enum LabCmd {
     Clean,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchPart {
+    /// Routing convergence and reroute times, ntkplane against babeld (lines and grids of
+    /// namespaces): minutes, and N daemons on the machine's CPUs.
+    Convergence,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Install what the eBPF build needs (nightly rust-src, bpf-linker), then build the eBPF object.
@@ -62,8 +69,11 @@ enum Cmd {
         seconds: u64,
     },
     /// Benchmarks: forwarding pps, remapping, route programming, daemon RSS, eBPF per-packet cost.
+    /// `bench convergence` runs only the convergence benchmark (not part of the default set).
     Bench {
-        /// A short run (about a minute) for CI.
+        /// One part only, left out of the default run: `convergence`.
+        part: Option<BenchPart>,
+        /// A short run (about a minute) for CI; with `convergence`, small shapes only.
         #[arg(long)]
         quick: bool,
     },
@@ -84,7 +94,11 @@ fn dispatch() -> Result<()> {
     match Cli::parse().command {
         Cmd::BuildEbpf => ebpf::build().map(|_| ()),
         Cmd::Test { args } => test::run_all(&args),
-        Cmd::Bench { quick } => bench::run_all(quick),
+        Cmd::Bench { part: None, quick } => bench::run_all(quick),
+        Cmd::Bench {
+            part: Some(BenchPart::Convergence),
+            quick,
+        } => bench::convergence(quick),
         Cmd::Fuzz { target, seconds } => fuzz::run_target(&target, seconds),
         Cmd::Demo { scenario, keep } => demo::run_scenario(
             &scenario.unwrap_or_else(|| root().join(demo::DEFAULT_SCENARIO)),
