@@ -3,6 +3,7 @@
 //!
 //! Test *setup* may use `ip` and friends, like an administrator would; what is under test
 //! (ntkplane's own code) never shells out for the dataplane.
+pub mod convergence;
 pub mod daemon;
 pub mod fastlab;
 pub mod fwdlab;

@@ -4,6 +4,9 @@
 //! Writes `target/bench/`: one JSON per part, `results.json` (all parts, schema in
 //! BENCHMARKS.md), `results.md` and `forwarding.svg`. Afterwards it checks that the run
 //! left no namespace, ip rule or BPF pin behind.
+//!
+//! `cargo xtask bench convergence` ([`convergence`]) is a part of its own, never run by
+//! `run_all`: ntkplane's and babeld's convergence on lines and grids of namespaces.
 use std::{path::Path, process::Command};
 
 use anyhow::{bail, Context, Result};
@@ -124,6 +127,97 @@ pub fn run_all(quick: bool) -> Result<()> {
         out.join("forwarding.svg").display()
     ));
     Ok(())
+}
+
+/// `cargo xtask bench convergence [--quick]`: only the convergence benchmark, ntkplane and
+/// babeld on lines and grids (`--quick`: line 4 and grid 3). Writes
+/// `target/bench/convergence.json` and `convergence.svg`; not part of [`run_all`], which CI
+/// runs: N daemons on the machine's CPUs for minutes.
+pub fn convergence(quick: bool) -> Result<()> {
+    // ip and nft (the cut link's silent drop) and babeld.
+    tools::ensure(&[tools::RUN, tools::CONVERGENCE])?;
+    // The daemon embeds the eBPF object at build time.
+    ebpf::build()?;
+    let out = root().join("target/bench");
+    std::fs::create_dir_all(&out)?;
+    let before = host_snapshot();
+    // Other namespaces of the tests' prefix may belong to runs going on beside this one:
+    // only those that appear during this one are its leftovers.
+    let netns_before = namespaces();
+    let babelds_before = babelds();
+    let mut cmd = clean_cargo();
+    cmd.current_dir(root()).args([
+        "build",
+        "--release",
+        "-q",
+        "-p",
+        "ntkplane",
+        "--bin",
+        "ntkplane",
+    ]);
+    run(&mut cmd)?;
+    let p = |f: &str| out.join(f).to_string_lossy().into_owned();
+    step("convergence: lines and grids, ntkplane and babeld, time to routes and pings, reroutes");
+    let mut a = vec![
+        "--json".to_string(),
+        p("convergence.json"),
+        "--svg".into(),
+        p("convergence.svg"),
+    ];
+    if quick {
+        a.push("--quick".into());
+    }
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    let result = run(&mut bench_bin("bench-convergence", &a));
+    let mut left: Vec<String> = namespaces()
+        .into_iter()
+        .filter(|n| !netns_before.contains(n))
+        .map(|n| format!("namespace {n}"))
+        .collect();
+    left.extend(
+        babelds()
+            .into_iter()
+            .filter(|p| !babelds_before.contains(p))
+            .map(|p| format!("babeld process {p}")),
+    );
+    if sh("ip", &["rule", "show"]) != before.rules {
+        left.push("the host's ip rules changed".into());
+    }
+    result?;
+    if !left.is_empty() {
+        bail!("the benchmark left state behind: {}", left.join("; "));
+    }
+    step(format!(
+        "results: {}, {}",
+        out.join("convergence.json").display(),
+        out.join("convergence.svg").display()
+    ));
+    Ok(())
+}
+
+/// Namespaces with the benches' prefix.
+fn namespaces() -> Vec<String> {
+    sh("ip", &["netns", "list"])
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(NETNS_PREFIX))
+        .map(String::from)
+        .collect()
+}
+
+/// Pids of running babeld processes.
+fn babelds() -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+                .filter(|pid| {
+                    std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                        .is_ok_and(|c| c.trim() == "babeld")
+                })
+                .collect()
+        })
+        .unwrap_or_default()
 }
 
 /// One `results.json` from the parts (missing parts are `null`), plus `results.md`.

@@ -33,6 +33,13 @@ enum LabCmd {
     Clean,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum BenchPart {
+    /// Routing convergence and reroute times, ntkplane against babeld (lines and grids of
+    /// namespaces): minutes, and N daemons on the machine's CPUs.
+    Convergence,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Install what the eBPF build needs (nightly rust-src, bpf-linker), then build the eBPF object.
@@ -65,8 +72,11 @@ enum Cmd {
     /// Shell completions, man pages (from the clap definitions) and the systemd unit, in target/dist/.
     Dist,
     /// Benchmarks: forwarding pps, remapping, route programming, daemon RSS, eBPF per-packet cost.
+    /// `bench convergence` runs only the convergence benchmark (not part of the default set).
     Bench {
-        /// A short run (about a minute) for CI.
+        /// One part only, left out of the default run: `convergence`.
+        part: Option<BenchPart>,
+        /// A short run (about a minute) for CI; with `convergence`, small shapes only.
         #[arg(long)]
         quick: bool,
     },
@@ -87,7 +97,11 @@ fn dispatch() -> Result<()> {
     match Cli::parse().command {
         Cmd::BuildEbpf => ebpf::build().map(|_| ()),
         Cmd::Test { args } => test::run_all(&args),
-        Cmd::Bench { quick } => bench::run_all(quick),
+        Cmd::Bench { part: None, quick } => bench::run_all(quick),
+        Cmd::Bench {
+            part: Some(BenchPart::Convergence),
+            quick,
+        } => bench::convergence(quick),
         Cmd::Dist => dist::run_dist(),
         Cmd::Fuzz { target, seconds } => fuzz::run_target(&target, seconds),
         Cmd::Demo { scenario, keep } => demo::run_scenario(

@@ -61,6 +61,15 @@ pub const BENCH: &[Tool] = &[
     },
 ];
 
+/// The convergence benchmark's anchor (`cargo xtask bench convergence`): another routing
+/// daemon on the same topologies. Debian's package ships an init script that starts nothing
+/// until interfaces are configured in /etc/default/babeld, so installing it runs no daemon.
+pub const CONVERGENCE: &[Tool] = &[Tool {
+    command: "babeld",
+    package: "babeld",
+    why: "the convergence benchmark runs babeld as its anchor",
+}];
+
 /// Makes sure every tool of `sets` is on `PATH`, installing the missing packages where that
 /// is possible (root, apt-get), else failing with one line naming the package.
 pub fn ensure(sets: &[&[Tool]]) -> Result<()> {
