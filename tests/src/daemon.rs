@@ -88,6 +88,13 @@ impl Instance {
 
     /// Starts `ntkplane run` with these options (plus namespace, state and rt_tables dirs).
     pub fn start_with(&mut self, opts: &[&str]) {
+        self.spawn_with(opts);
+        self.wait_up(Duration::from_secs(10));
+    }
+
+    /// Spawns `ntkplane run` without waiting for it to serve (several systems booting at
+    /// once: spawn them all, then [`Instance::wait_up`] each).
+    pub fn spawn_with(&mut self, opts: &[&str]) {
         let child = self
             .cmd()
             .args(["run", "--netns", &self.netns])
@@ -104,12 +111,13 @@ impl Instance {
             .spawn()
             .unwrap();
         self.child = Some(child);
+    }
+
+    /// Waits until the daemon answers `status`; panics after `within`.
+    pub fn wait_up(&mut self, within: Duration) {
         let t0 = Instant::now();
         while self.client(&["status"]).0 != 0 {
-            assert!(
-                t0.elapsed() < Duration::from_secs(10),
-                "daemon did not come up"
-            );
+            assert!(t0.elapsed() < within, "daemon did not come up");
             std::thread::sleep(Duration::from_millis(50));
         }
     }
