@@ -891,6 +891,9 @@ impl Daemon {
     pub fn handle(&mut self, req: &Request) -> Response {
         self.expire_bootstraps();
         let now_ms = self.clock.now_ms();
+        if let Some(r) = self.already_discovered(req) {
+            return r;
+        }
         match req {
             Request::CheckConnectivity { identity } => {
                 return match self.system.check_connectivity(*identity) {
@@ -943,6 +946,49 @@ impl Daemon {
         match self.finish_dismissals() {
             Ok(()) => Response::ok(data),
             Err(e) => Response::err(format!("kernel: {e}")),
+        }
+    }
+
+    /// In protocol mode a scenario's or a person's `add-identity-arc` for an arc the
+    /// Neighborhood already made (same NIC, MAC and link-local) is a static declaration of
+    /// it, like a babeld `neighbour` line: it answers with the index discovery gave the arc.
+    /// So does `add-qspn-arc` for an arc `--qspn-arcs auto` already made a qspn arc. (With
+    /// `--paths feed` both stay errors: the commands are the only source.)
+    fn already_discovered(&self, req: &Request) -> Option<Response> {
+        self.protocol.as_ref()?;
+        let arc_on = |identity: u32, nic: &str, mac: MacAddr| {
+            self.system
+                .identity(identity)
+                .ok()?
+                .arcs
+                .iter()
+                .find(|(_, a)| a.nic == nic && a.peer_mac == mac)
+                .map(|(k, a)| (*k, a.clone()))
+        };
+        match req {
+            Request::AddIdentityArc {
+                identity,
+                nic,
+                peer_mac,
+                peer_linklocal,
+            } => {
+                let (arc, a) = arc_on(*identity, nic, *peer_mac)?;
+                (a.peer_linklocal == *peer_linklocal)
+                    .then(|| Response::ok(data(reply::ArcAdded { arc })))
+            }
+            Request::AddQspnArc {
+                identity,
+                nic,
+                peer_mac,
+            } => {
+                let (_, a) = arc_on(*identity, nic, *peer_mac)?;
+                let t = a.qspn?.table;
+                Some(Response::ok(data(reply::QspnArcAdded {
+                    table: t,
+                    mark: t,
+                })))
+            }
+            _ => None,
         }
     }
 
@@ -1564,6 +1610,40 @@ mod tests {
         d.announce(&req, &r);
         assert!(r.ok, "{req:?}: {:?}", r.error);
         r.data
+    }
+
+    /// Protocol mode: declaring an arc discovery already made answers with its index (and a
+    /// qspn arc with its table); feed mode keeps refusing the duplicate.
+    #[test]
+    fn a_declared_arc_that_discovery_made_is_answered_with_its_index() {
+        let gamma: MacAddr = "00:16:3E:EC:A3:E1".parse().unwrap();
+        let add = |ll: &str| Request::AddIdentityArc {
+            identity: 0,
+            nic: "eth1".into(),
+            peer_mac: gamma,
+            peer_linklocal: ll.parse().unwrap(),
+        };
+        let qspn = Request::AddQspnArc {
+            identity: 0,
+            nic: "eth1".into(),
+            peer_mac: gamma,
+        };
+        let (mut d, _) = faked("declared");
+        ok(&mut d, add("169.254.94.223"));
+        assert!(
+            !d.handle(&add("169.254.94.223")).ok,
+            "feed mode: a duplicate"
+        );
+        d.set_protocol(protocol::Options::default());
+        let again = ok(&mut d, add("169.254.94.223"));
+        assert_eq!(again["arc"], 0);
+        assert!(
+            !d.handle(&add("169.254.1.1")).ok,
+            "another link-local is another arc: refused"
+        );
+        let t = ok(&mut d, qspn.clone());
+        assert_eq!(ok(&mut d, qspn)["table"], t["table"]);
+        assert_eq!(d.system.identity(0).unwrap().arcs.len(), 1);
     }
 
     /// The daemon's ordering over the fake: a migration's new namespace is provisioned and

@@ -103,6 +103,9 @@ mod tests {
         for e in etps {
             q.on_send_etp(arcs[0], e, false);
         }
-        assert!(!q.paths().is_empty(), "the seeds teach the fuzzed node nothing");
+        assert!(
+            !q.paths().is_empty(),
+            "the seeds teach the fuzzed node nothing"
+        );
     }
 }
