@@ -4,7 +4,6 @@
 //! from the structure a peer sends.
 use super::{
     engine::{Params, Qspn},
-    event::Output,
     msg::{Cost, EtpMessage, Fingerprint},
 };
 
@@ -42,6 +41,7 @@ pub fn step(op: u8, is_full: bool, etp: &EtpMessage) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::qspn::event::Output;
 
     /// Two neighbours of the fuzzed node, each with a neighbour of its own, and what they say.
     fn neighbour_etps() -> Vec<EtpMessage> {
