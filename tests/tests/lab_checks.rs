@@ -335,7 +335,10 @@ fn exact_checks_windows_and_groups_pass_when_right_and_name_each_wrong_expectati
             .and_then(|r| r.split(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no gap in '{w}'"));
-        assert!(gap <= 50, "samples {gap} ms apart: {w}");
+        // The sampler aims at 50 ms; the bound leaves room for a loaded 2-CPU machine (a
+        // gap of 65 ms was seen with builds running) while still catching a window that
+        // was sampled only at its ends.
+        assert!(gap <= 250, "samples {gap} ms apart: {w}");
         assert!(w.ends_with("— ok"), "{w}");
     }
     let together: u64 = out
