@@ -335,10 +335,21 @@ fn exact_checks_windows_and_groups_pass_when_right_and_name_each_wrong_expectati
             .and_then(|r| r.split(' ').next())
             .and_then(|n| n.parse().ok())
             .unwrap_or_else(|| panic!("no gap in '{w}'"));
-        // The sampler aims at 50 ms; the bound leaves room for a loaded 2-CPU machine (a
-        // gap of 65 ms was seen with builds running) while still catching a window that
-        // was sampled only at its ends.
-        assert!(gap <= 250, "samples {gap} ms apart: {w}");
+        // The sampler aims at 50 ms, but on a loaded 2-CPU machine a gap of 332 ms was seen
+        // (no timed assertion): what must hold is that the window was sampled throughout,
+        // not only at its ends — at least 3 samples, none of the gaps half the window.
+        let (samples, span): (u64, u64) = w
+            .split(": ")
+            .last()
+            .and_then(|r| {
+                let mut it = r.split(' ');
+                let n = it.next()?.parse().ok()?;
+                let span = it.nth(2)?.parse().ok()?;
+                Some((n, span))
+            })
+            .unwrap_or_else(|| panic!("no 'N samples in M ms' in '{w}'"));
+        assert!(samples >= 3, "{samples} samples: {w}");
+        assert!(2 * gap < span, "samples {gap} ms apart in {span} ms: {w}");
         assert!(w.ends_with("— ok"), "{w}");
     }
     let together: u64 = out
