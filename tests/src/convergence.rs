@@ -117,35 +117,42 @@ impl Shape {
         }
     }
 
-    /// The link cut by the reroute measurements, and the pairs whose every shortest path
-    /// crosses it; `None` in a line, where nothing can reroute.
-    ///
-    /// In a grid it is the vertical link in the middle column between the two middle rows:
-    /// it joins two level-1 g-nodes (rows), so cutting it splits no g-node (a split g-node
-    /// is another problem, not a reroute). The pairs are its two ends and the two ends of
-    /// its column, both ways: each of them is on a straight segment through the link.
-    pub fn cut(&self) -> Option<Cut> {
+    /// Pairs whose traffic may cross the middle of a grid, offered to [`Lab::choose_cut`]
+    /// besides the sampled ones: both ends of the middle column and of the middle row, both
+    /// ways. `None` in a line, where nothing can reroute.
+    pub fn cut_candidates(&self) -> Option<Vec<(usize, usize)>> {
         let Shape::Grid(k) = *self else { return None };
         let mid = k / 2;
-        let (a, b) = ((mid - 1) * k + mid, mid * k + mid);
         let (top, bottom) = (mid, (k - 1) * k + mid);
-        let mut pairs = vec![(a, b), (b, a)];
-        if (top, bottom) != (a, b) {
-            pairs.extend([(top, bottom), (bottom, top)]);
-        }
-        Some(Cut {
-            link: (a, b),
-            pairs,
-        })
+        let (left, right) = (mid * k, mid * k + k - 1);
+        Some(vec![
+            (top, bottom),
+            (bottom, top),
+            (left, right),
+            (right, left),
+        ])
+    }
+
+    /// Whether a link joins two level-1 g-nodes (grid rows, or groups of eight in a line):
+    /// cutting it splits no g-node, which would be another problem than a reroute.
+    pub fn between_gnodes(&self, (a, b): (usize, usize)) -> bool {
+        self.position(a).0 != self.position(b).0
     }
 }
 
-/// See [`Shape::cut`].
+/// The link cut by the reroute measurements and the pairs whose traffic crossed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cut {
-    /// (upper node, lower node); the upper node's end is the one set down.
+    /// (a, b): `a`'s end is the one set down.
     pub link: (usize, usize),
     pub pairs: Vec<(usize, usize)>,
+}
+
+/// Whether the path `nodes` goes over the link `(x, y)`, either way.
+pub fn crosses(nodes: &[usize], (x, y): (usize, usize)) -> bool {
+    nodes
+        .windows(2)
+        .any(|w| (w[0], w[1]) == (x, y) || (w[0], w[1]) == (y, x))
 }
 
 /// Up to `max` ordered pairs of distinct nodes out of `n`: all of them when that many or
@@ -378,21 +385,97 @@ impl Lab {
         NtkAddress::parse(&self.shape.address(i), &self.topology).expect("address fits")
     }
 
-    /// Whether node `a`'s route to `b` and `b`'s to `a` both leave through their link:
-    /// traffic between them crosses it.
-    pub fn uses_link(&self, system: System, a: usize, b: usize) -> Result<bool, String> {
-        let l = self.link(a, b);
-        let (a_if, b_if) = if l.a == a {
-            (&l.a_if, &l.b_if)
-        } else {
-            (&l.b_if, &l.a_if)
+    /// The nodes a packet from `a` to `b` visits when every hop follows the route of the
+    /// system's table for `b`'s address; `None` when a hop has no route or the path loops.
+    /// Exact for babeld; ntkplane forwards transit traffic by per-neighbour tables, which
+    /// differ from `ntk` only by avoiding the previous hop, so this is its path unless the
+    /// best one goes back there.
+    pub fn trace(
+        &self,
+        routes: &[Vec<RouteEntry>],
+        system: System,
+        a: usize,
+        b: usize,
+    ) -> Option<Vec<usize>> {
+        let mut path = vec![a];
+        let mut cur = a;
+        while cur != b {
+            if path.len() > self.addrs.len() {
+                return None;
+            }
+            let dev = route_dev(&routes[cur], system.table(), self.addrs[b])?;
+            cur = self.links.iter().find_map(|l| {
+                if l.a == cur && l.a_if == dev {
+                    Some(l.b)
+                } else if l.b == cur && l.b_if == dev {
+                    Some(l.a)
+                } else {
+                    None
+                }
+            })?;
+            path.push(cur);
+        }
+        Some(path)
+    }
+
+    /// Of `pairs`, those whose traced path crosses `link` now.
+    pub fn crossing(
+        &self,
+        system: System,
+        link: (usize, usize),
+        pairs: &[(usize, usize)],
+    ) -> Result<Vec<(usize, usize)>, String> {
+        let routes = self.routes()?;
+        Ok(pairs
+            .iter()
+            .copied()
+            .filter(|&(a, b)| {
+                self.trace(&routes, system, a, b)
+                    .is_some_and(|p| crosses(&p, link))
+            })
+            .collect())
+    }
+
+    /// The link to cut: of the links between two level-1 g-nodes, the one the traced paths
+    /// of the most `pairs` cross (ties: the one nearest the middle of the shape), with those
+    /// pairs: the more pairs, the less one lucky echo decides the time. Chosen from the system's own paths, because its traffic
+    /// (ntkplane's toward a whole g-node in particular) need not take the geometric
+    /// shortest path.
+    pub fn choose_cut(&self, system: System, pairs: &[(usize, usize)]) -> Result<Cut, String> {
+        let routes = self.routes()?;
+        let traced: Vec<((usize, usize), Vec<usize>)> = pairs
+            .iter()
+            .filter_map(|&(a, b)| Some(((a, b), self.trace(&routes, system, a, b)?)))
+            .collect();
+        let centre = |(x, y): (usize, usize)| {
+            let ((rx, cx), (ry, cy)) = (self.shape.position(x), self.shape.position(y));
+            let (rows, cols) = match self.shape {
+                Shape::Grid(k) => (k as i64 - 1, k as i64 - 1),
+                Shape::Line(n) => (((n - 1) / 8) as i64, 7),
+            };
+            (rx as i64 + ry as i64 - rows).abs() + (cx as i64 + cy as i64 - cols).abs()
         };
-        let ra = ntkplane_lab::readback::routes_in(&self.nss[a].name)?;
-        let rb = ntkplane_lab::readback::routes_in(&self.nss[b].name)?;
-        Ok(
-            route_dev(&ra, system.table(), self.addrs[b]).as_deref() == Some(a_if.as_str())
-                && route_dev(&rb, system.table(), self.addrs[a]).as_deref() == Some(b_if.as_str()),
-        )
+        self.links
+            .iter()
+            .map(|l| (l.a, l.b))
+            .filter(|l| self.shape.between_gnodes(*l))
+            .map(|l| {
+                let over: Vec<(usize, usize)> = traced
+                    .iter()
+                    .filter(|(_, p)| crosses(p, l))
+                    .map(|(pair, _)| *pair)
+                    .collect();
+                (l, over)
+            })
+            .filter(|(_, over)| !over.is_empty())
+            .min_by_key(|(l, over)| (std::cmp::Reverse(over.len()), centre(*l)))
+            .map(|(link, pairs)| Cut { link, pairs })
+            .ok_or_else(|| {
+                format!(
+                    "none of the {} traced paths crosses a link between two g-nodes",
+                    traced.len()
+                )
+            })
     }
 
     /// One echo request per pair, all at once, each from the source node's address; how
@@ -488,6 +571,8 @@ pub struct DaemonOpts {
     pub announce_ms: u32,
     pub probe_ms: u32,
     pub dead_after_ms: u32,
+    /// More options for every ntkplane daemon (e.g. `--bootstrap-timeout-ms 2000`).
+    pub ntkplane_extra: Vec<String>,
 }
 
 /// babeld in one namespace, in the foreground (its pid is ours to kill), with its pid,
@@ -577,6 +662,7 @@ pub fn ntkplane_args(lab: &Lab, i: usize, o: &DaemonOpts) -> Vec<String> {
         ]
         .map(String::from),
     );
+    v.extend(o.ntkplane_extra.iter().cloned());
     v
 }
 
@@ -788,15 +874,18 @@ mod tests {
     }
 
     #[test]
-    fn the_cut_is_a_vertical_middle_link_crossed_by_its_pairs() {
-        // 3×3: (0,1)–(1,1); its column's ends are (0,1) and (2,1).
-        let c = Shape::Grid(3).cut().unwrap();
-        assert_eq!(c.link, (1, 4));
-        assert_eq!(c.pairs, vec![(1, 4), (4, 1), (1, 7), (7, 1)]);
-        assert!(Shape::Grid(3).links().contains(&c.link));
-        let c = Shape::Grid(7).cut().unwrap();
-        assert_eq!(c.link, (2 * 7 + 3, 3 * 7 + 3));
-        assert!(Shape::Line(9).cut().is_none());
+    fn cut_candidates_and_links_between_gnodes() {
+        // 3×3: column 1's ends 0.1, 2.1; row 1's ends 1.0, 1.2.
+        assert_eq!(
+            Shape::Grid(3).cut_candidates().unwrap(),
+            vec![(1, 7), (7, 1), (3, 5), (5, 3)]
+        );
+        assert!(Shape::Line(9).cut_candidates().is_none());
+        assert!(Shape::Grid(3).between_gnodes((1, 4)));
+        assert!(!Shape::Grid(3).between_gnodes((3, 4)));
+        assert!(Shape::Line(9).between_gnodes((7, 8)));
+        assert!(crosses(&[0, 1, 4, 7], (4, 1)));
+        assert!(!crosses(&[0, 1, 2], (0, 2)));
     }
 
     #[test]
