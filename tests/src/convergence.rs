@@ -678,14 +678,21 @@ impl Daemons {
     pub fn start(system: System, lab: &Lab, o: &DaemonOpts) -> Daemons {
         match system {
             System::Ntkplane => {
-                let mut v = Vec::new();
-                for (i, ns) in lab.nss.iter().enumerate() {
-                    let args = ntkplane_args(lab, i, o);
-                    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-                    // Pushed first: a start that panics still leaves it to be dropped.
-                    v.push(Instance::new(ns));
-                    v.last_mut().unwrap().start_with(&args);
-                }
+                let mut v: Vec<Instance> = lab.nss.iter().map(Instance::new).collect();
+                let args: Vec<Vec<String>> =
+                    (0..v.len()).map(|i| ntkplane_args(lab, i, o)).collect();
+                // All at once, like babeld's: one by one, each waiting for its socket (a
+                // few hundred ms on a busy machine), the last would start seconds after
+                // the first and the clock would measure the starting. A start that
+                // panics panics here after the others; `v` then stops them all.
+                std::thread::scope(|s| {
+                    for (d, a) in v.iter_mut().zip(&args) {
+                        s.spawn(move || {
+                            let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
+                            d.start_with(&a);
+                        });
+                    }
+                });
                 Daemons::Ntkplane(v)
             }
             System::Babeld => Daemons::Babeld(
