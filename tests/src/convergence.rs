@@ -681,18 +681,21 @@ impl Daemons {
                 let mut v: Vec<Instance> = lab.nss.iter().map(Instance::new).collect();
                 let args: Vec<Vec<String>> =
                     (0..v.len()).map(|i| ntkplane_args(lab, i, o)).collect();
-                // All at once, like babeld's: one by one, each waiting for its socket (a
-                // few hundred ms on a busy machine), the last would start seconds after
-                // the first and the clock would measure the starting. A start that
-                // panics panics here after the others; `v` then stops them all.
-                std::thread::scope(|s| {
-                    for (d, a) in v.iter_mut().zip(&args) {
-                        s.spawn(move || {
-                            let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
-                            d.start_with(&a);
-                        });
-                    }
-                });
+                // Eight at a time: one by one, each waiting for its socket (a few hundred ms
+                // on a busy machine), the last would start many seconds after the first;
+                // all 49 at once, a daemon could miss `start_with`'s 10 s for its socket on
+                // 2 CPUs. A start that panics panics here after the others of its batch;
+                // `v` then stops them all.
+                for (ds, aa) in v.chunks_mut(8).zip(args.chunks(8)) {
+                    std::thread::scope(|s| {
+                        for (d, a) in ds.iter_mut().zip(aa) {
+                            s.spawn(move || {
+                                let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
+                                d.start_with(&a);
+                            });
+                        }
+                    });
+                }
                 Daemons::Ntkplane(v)
             }
             System::Babeld => Daemons::Babeld(
