@@ -117,22 +117,6 @@ impl Shape {
         }
     }
 
-    /// Pairs whose traffic may cross the middle of a grid, offered to [`Lab::choose_cut`]
-    /// besides the sampled ones: both ends of the middle column and of the middle row, both
-    /// ways. `None` in a line, where nothing can reroute.
-    pub fn cut_candidates(&self) -> Option<Vec<(usize, usize)>> {
-        let Shape::Grid(k) = *self else { return None };
-        let mid = k / 2;
-        let (top, bottom) = (mid, (k - 1) * k + mid);
-        let (left, right) = (mid * k, mid * k + k - 1);
-        Some(vec![
-            (top, bottom),
-            (bottom, top),
-            (left, right),
-            (right, left),
-        ])
-    }
-
     /// Whether a link joins two level-1 g-nodes (grid rows, or groups of eight in a line):
     /// cutting it splits no g-node, which would be another problem than a reroute.
     pub fn between_gnodes(&self, (a, b): (usize, usize)) -> bool {
@@ -146,13 +130,6 @@ pub struct Cut {
     /// (a, b): `a`'s end is the one set down.
     pub link: (usize, usize),
     pub pairs: Vec<(usize, usize)>,
-}
-
-/// Whether the path `nodes` goes over the link `(x, y)`, either way.
-pub fn crosses(nodes: &[usize], (x, y): (usize, usize)) -> bool {
-    nodes
-        .windows(2)
-        .any(|w| (w[0], w[1]) == (x, y) || (w[0], w[1]) == (y, x))
 }
 
 /// Up to `max` ordered pairs of distinct nodes out of `n`: all of them when that many or
@@ -385,40 +362,31 @@ impl Lab {
         NtkAddress::parse(&self.shape.address(i), &self.topology).expect("address fits")
     }
 
-    /// The nodes a packet from `a` to `b` visits when every hop follows the route of the
-    /// system's table for `b`'s address; `None` when a hop has no route or the path loops.
-    /// Exact for babeld; ntkplane forwards transit traffic by per-neighbour tables, which
-    /// differ from `ntk` only by avoiding the previous hop, so this is its path unless the
-    /// best one goes back there.
-    pub fn trace(
+    /// Whether `a`, an end of `link`, sends to `b` over it: its route for `b`'s address
+    /// leaves by its end of the link. Locally sent traffic follows the table the system's
+    /// rules give it (`ntk`, `main`), so this is exact, unlike a path traced further:
+    /// ntkplane forwards transit traffic by per-neighbour tables that the previous hop
+    /// selects (a trace through `ntk` picked links that, silenced, cut nothing).
+    fn sends_over(
         &self,
         routes: &[Vec<RouteEntry>],
         system: System,
+        (x, y): (usize, usize),
         a: usize,
         b: usize,
-    ) -> Option<Vec<usize>> {
-        let mut path = vec![a];
-        let mut cur = a;
-        while cur != b {
-            if path.len() > self.addrs.len() {
-                return None;
-            }
-            let dev = route_dev(&routes[cur], system.table(), self.addrs[b])?;
-            cur = self.links.iter().find_map(|l| {
-                if l.a == cur && l.a_if == dev {
-                    Some(l.b)
-                } else if l.b == cur && l.b_if == dev {
-                    Some(l.a)
-                } else {
-                    None
-                }
-            })?;
-            path.push(cur);
-        }
-        Some(path)
+    ) -> bool {
+        let l = self.link(x, y);
+        let dev = if a == l.a {
+            &l.a_if
+        } else if a == l.b {
+            &l.b_if
+        } else {
+            return false;
+        };
+        route_dev(&routes[a], system.table(), self.addrs[b]).as_deref() == Some(dev.as_str())
     }
 
-    /// Of `pairs`, those whose traced path crosses `link` now.
+    /// Of `pairs`, those whose source sends over `link` now.
     pub fn crossing(
         &self,
         system: System,
@@ -429,24 +397,18 @@ impl Lab {
         Ok(pairs
             .iter()
             .copied()
-            .filter(|&(a, b)| {
-                self.trace(&routes, system, a, b)
-                    .is_some_and(|p| crosses(&p, link))
-            })
+            .filter(|&(a, b)| self.sends_over(&routes, system, link, a, b))
             .collect())
     }
 
-    /// The link to cut: of the links between two level-1 g-nodes, the one the traced paths
-    /// of the most `pairs` cross (ties: the one nearest the middle of the shape), with those
-    /// pairs: the more pairs, the less one lucky echo decides the time. Chosen from the system's own paths, because its traffic
-    /// (ntkplane's toward a whole g-node in particular) need not take the geometric
-    /// shortest path.
-    pub fn choose_cut(&self, system: System, pairs: &[(usize, usize)]) -> Result<Cut, String> {
+    /// The link to cut: of the links between two level-1 g-nodes (cutting one splits no
+    /// g-node, which would be another problem than a reroute), the one over which its two
+    /// ends send to the most destinations (ties: the one nearest the middle), with those
+    /// (end, destination) pairs, at most `max` of them, spread evenly. The more pairs, the
+    /// less one lucky echo decides the time.
+    pub fn choose_cut(&self, system: System, max: usize) -> Result<Cut, String> {
         let routes = self.routes()?;
-        let traced: Vec<((usize, usize), Vec<usize>)> = pairs
-            .iter()
-            .filter_map(|&(a, b)| Some(((a, b), self.trace(&routes, system, a, b)?)))
-            .collect();
+        let n = self.addrs.len();
         let centre = |(x, y): (usize, usize)| {
             let ((rx, cx), (ry, cy)) = (self.shape.position(x), self.shape.position(y));
             let (rows, cols) = match self.shape {
@@ -455,27 +417,27 @@ impl Lab {
             };
             (rx as i64 + ry as i64 - rows).abs() + (cx as i64 + cy as i64 - cols).abs()
         };
-        self.links
+        let (link, mut pairs) = self
+            .links
             .iter()
             .map(|l| (l.a, l.b))
             .filter(|l| self.shape.between_gnodes(*l))
             .map(|l| {
-                let over: Vec<(usize, usize)> = traced
-                    .iter()
-                    .filter(|(_, p)| crosses(p, l))
-                    .map(|(pair, _)| *pair)
+                let over: Vec<(usize, usize)> = [l.0, l.1]
+                    .into_iter()
+                    .flat_map(|end| (0..n).map(move |b| (end, b)))
+                    .filter(|&(end, b)| end != b && self.sends_over(&routes, system, l, end, b))
                     .collect();
                 (l, over)
             })
             .filter(|(_, over)| !over.is_empty())
             .min_by_key(|(l, over)| (std::cmp::Reverse(over.len()), centre(*l)))
-            .map(|(link, pairs)| Cut { link, pairs })
-            .ok_or_else(|| {
-                format!(
-                    "none of the {} traced paths crosses a link between two g-nodes",
-                    traced.len()
-                )
-            })
+            .ok_or("no node sends over a link between two g-nodes")?;
+        if pairs.len() > max {
+            let step = pairs.len().div_ceil(max);
+            pairs = pairs.into_iter().step_by(step).collect();
+        }
+        Ok(Cut { link, pairs })
     }
 
     /// One echo request per pair, all at once, each from the source node's address; how
@@ -884,18 +846,11 @@ mod tests {
     }
 
     #[test]
-    fn cut_candidates_and_links_between_gnodes() {
-        // 3×3: column 1's ends 0.1, 2.1; row 1's ends 1.0, 1.2.
-        assert_eq!(
-            Shape::Grid(3).cut_candidates().unwrap(),
-            vec![(1, 7), (7, 1), (3, 5), (5, 3)]
-        );
-        assert!(Shape::Line(9).cut_candidates().is_none());
+    fn links_between_gnodes() {
         assert!(Shape::Grid(3).between_gnodes((1, 4)));
         assert!(!Shape::Grid(3).between_gnodes((3, 4)));
         assert!(Shape::Line(9).between_gnodes((7, 8)));
-        assert!(crosses(&[0, 1, 4, 7], (4, 1)));
-        assert!(!crosses(&[0, 1, 2], (0, 2)));
+        assert!(!Shape::Line(9).between_gnodes((6, 7)));
     }
 
     #[test]

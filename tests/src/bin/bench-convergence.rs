@@ -201,7 +201,7 @@ fn until_delivery(
     }
 }
 
-/// Waits until the traced paths of some of `pairs` cross `link` and those pairs answer;
+/// Waits until some of `pairs` are sent over `link` (by their source) and those answer;
 /// returns them.
 fn until_link_used(
     lab: &Lab,
@@ -225,9 +225,9 @@ fn until_link_used(
                 "within {} s, {}",
                 a.timeout.as_secs(),
                 if over.is_empty() {
-                    "no traced path crossed it"
+                    "none of its pairs was sent over it"
                 } else {
-                    "the pairs crossing it did not answer"
+                    "the pairs sent over it did not answer"
                 }
             ));
         }
@@ -294,17 +294,12 @@ fn measure(lab: &Lab, daemons: &mut Daemons, t0: Instant, a: &Args, row: &mut Ro
         row.routes_s.unwrap()
     ));
 
-    let Some(mut candidates) = lab.shape.cut_candidates() else {
+    if matches!(lab.shape, Shape::Line(_)) {
         row.reasons
             .push("a line has no other path: no reroute measured".into());
         return;
-    };
-    for p in &pairs {
-        if !candidates.contains(p) {
-            candidates.push(*p);
-        }
     }
-    let cut = match lab.choose_cut(system, &candidates) {
+    let cut = match lab.choose_cut(system, a.pairs) {
         Ok(c) => c,
         Err(e) => {
             row.reasons.push(format!("no link to cut: {e}"));
@@ -315,7 +310,7 @@ fn measure(lab: &Lab, daemons: &mut Daemons, t0: Instant, a: &Args, row: &mut Ro
     let (x, y) = cut.link;
     let name = format!("{}–{}", lab.shape.address(x), lab.shape.address(y));
     log(format!(
-        "  cutting {name}, crossed by {} of the pairs",
+        "  cutting {name}: {} pairs sent over it",
         cut.pairs.len()
     ));
     let over = match until_link_used(lab, system, daemons, cut.link, &cut.pairs, a) {
