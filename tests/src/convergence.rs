@@ -475,14 +475,19 @@ impl Lab {
         );
     }
 
-    /// Makes the link between `a` and `b` drop every frame it receives, at both ends, with
-    /// nothing said to anyone (carrier stays up): only liveness timers can notice.
+    /// Makes the link between `a` and `b` drop every frame, at both ends, with nothing said
+    /// to anyone (carrier stays up): only liveness timers can notice. Ingress and egress
+    /// both: a TC program (ntkplane's fast path) that redirects at ingress runs before the
+    /// netfilter ingress hook, so an ingress drop alone does not stop forwarded traffic.
     pub fn silence_link(&self, a: usize, b: usize) {
         let l = self.link(a, b);
         for (node, dev) in [(l.a, &l.a_if), (l.b, &l.b_if)] {
             self.nss[node].sh(&format!(
-                "nft add table netdev ntkbench && nft add chain netdev ntkbench drop_{dev} \
-                 '{{ type filter hook ingress device \"{dev}\" priority 0; policy drop; }}'"
+                "nft add table netdev ntkbench \
+                 && nft add chain netdev ntkbench in_{dev} \
+                 '{{ type filter hook ingress device \"{dev}\" priority 0; policy drop; }}' \
+                 && nft add chain netdev ntkbench out_{dev} \
+                 '{{ type filter hook egress device \"{dev}\" priority 0; policy drop; }}'"
             ));
         }
     }
