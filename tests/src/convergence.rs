@@ -117,33 +117,17 @@ impl Shape {
         }
     }
 
-    /// The link cut by the reroute measurements, and the pairs whose every shortest path
-    /// crosses it; `None` in a line, where nothing can reroute.
-    ///
-    /// In a grid it is the vertical link in the middle column between the two middle rows:
-    /// it joins two level-1 g-nodes (rows), so cutting it splits no g-node (a split g-node
-    /// is another problem, not a reroute). The pairs are its two ends and the two ends of
-    /// its column, both ways: each of them is on a straight segment through the link.
-    pub fn cut(&self) -> Option<Cut> {
-        let Shape::Grid(k) = *self else { return None };
-        let mid = k / 2;
-        let (a, b) = ((mid - 1) * k + mid, mid * k + mid);
-        let (top, bottom) = (mid, (k - 1) * k + mid);
-        let mut pairs = vec![(a, b), (b, a)];
-        if (top, bottom) != (a, b) {
-            pairs.extend([(top, bottom), (bottom, top)]);
-        }
-        Some(Cut {
-            link: (a, b),
-            pairs,
-        })
+    /// Whether a link joins two level-1 g-nodes (grid rows, or groups of eight in a line):
+    /// cutting it splits no g-node, which would be another problem than a reroute.
+    pub fn between_gnodes(&self, (a, b): (usize, usize)) -> bool {
+        self.position(a).0 != self.position(b).0
     }
 }
 
-/// See [`Shape::cut`].
+/// The link cut by the reroute measurements and the pairs whose traffic crossed it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Cut {
-    /// (upper node, lower node); the upper node's end is the one set down.
+    /// (a, b): `a`'s end is the one set down.
     pub link: (usize, usize),
     pub pairs: Vec<(usize, usize)>,
 }
@@ -378,21 +362,82 @@ impl Lab {
         NtkAddress::parse(&self.shape.address(i), &self.topology).expect("address fits")
     }
 
-    /// Whether node `a`'s route to `b` and `b`'s to `a` both leave through their link:
-    /// traffic between them crosses it.
-    pub fn uses_link(&self, system: System, a: usize, b: usize) -> Result<bool, String> {
-        let l = self.link(a, b);
-        let (a_if, b_if) = if l.a == a {
-            (&l.a_if, &l.b_if)
+    /// Whether `a`, an end of `link`, sends to `b` over it: its route for `b`'s address
+    /// leaves by its end of the link. Locally sent traffic follows the table the system's
+    /// rules give it (`ntk`, `main`), so this is exact, unlike a path traced further:
+    /// ntkplane forwards transit traffic by per-neighbour tables that the previous hop
+    /// selects (a trace through `ntk` picked links that, silenced, cut nothing).
+    fn sends_over(
+        &self,
+        routes: &[Vec<RouteEntry>],
+        system: System,
+        (x, y): (usize, usize),
+        a: usize,
+        b: usize,
+    ) -> bool {
+        let l = self.link(x, y);
+        let dev = if a == l.a {
+            &l.a_if
+        } else if a == l.b {
+            &l.b_if
         } else {
-            (&l.b_if, &l.a_if)
+            return false;
         };
-        let ra = ntkplane_lab::readback::routes_in(&self.nss[a].name)?;
-        let rb = ntkplane_lab::readback::routes_in(&self.nss[b].name)?;
-        Ok(
-            route_dev(&ra, system.table(), self.addrs[b]).as_deref() == Some(a_if.as_str())
-                && route_dev(&rb, system.table(), self.addrs[a]).as_deref() == Some(b_if.as_str()),
-        )
+        route_dev(&routes[a], system.table(), self.addrs[b]).as_deref() == Some(dev.as_str())
+    }
+
+    /// Of `pairs`, those whose source sends over `link` now.
+    pub fn crossing(
+        &self,
+        system: System,
+        link: (usize, usize),
+        pairs: &[(usize, usize)],
+    ) -> Result<Vec<(usize, usize)>, String> {
+        let routes = self.routes()?;
+        Ok(pairs
+            .iter()
+            .copied()
+            .filter(|&(a, b)| self.sends_over(&routes, system, link, a, b))
+            .collect())
+    }
+
+    /// The link to cut: of the links between two level-1 g-nodes (cutting one splits no
+    /// g-node, which would be another problem than a reroute), the one over which its two
+    /// ends send to the most destinations (ties: the one nearest the middle), with those
+    /// (end, destination) pairs, at most `max` of them, spread evenly. The more pairs, the
+    /// less one lucky echo decides the time.
+    pub fn choose_cut(&self, system: System, max: usize) -> Result<Cut, String> {
+        let routes = self.routes()?;
+        let n = self.addrs.len();
+        let centre = |(x, y): (usize, usize)| {
+            let ((rx, cx), (ry, cy)) = (self.shape.position(x), self.shape.position(y));
+            let (rows, cols) = match self.shape {
+                Shape::Grid(k) => (k as i64 - 1, k as i64 - 1),
+                Shape::Line(n) => (((n - 1) / 8) as i64, 7),
+            };
+            (rx as i64 + ry as i64 - rows).abs() + (cx as i64 + cy as i64 - cols).abs()
+        };
+        let (link, mut pairs) = self
+            .links
+            .iter()
+            .map(|l| (l.a, l.b))
+            .filter(|l| self.shape.between_gnodes(*l))
+            .map(|l| {
+                let over: Vec<(usize, usize)> = [l.0, l.1]
+                    .into_iter()
+                    .flat_map(|end| (0..n).map(move |b| (end, b)))
+                    .filter(|&(end, b)| end != b && self.sends_over(&routes, system, l, end, b))
+                    .collect();
+                (l, over)
+            })
+            .filter(|(_, over)| !over.is_empty())
+            .min_by_key(|(l, over)| (std::cmp::Reverse(over.len()), centre(*l)))
+            .ok_or("no node sends over a link between two g-nodes")?;
+        if pairs.len() > max {
+            let step = pairs.len().div_ceil(max);
+            pairs = pairs.into_iter().step_by(step).collect();
+        }
+        Ok(Cut { link, pairs })
     }
 
     /// One echo request per pair, all at once, each from the source node's address; how
@@ -430,14 +475,19 @@ impl Lab {
         );
     }
 
-    /// Makes the link between `a` and `b` drop every frame it receives, at both ends, with
-    /// nothing said to anyone (carrier stays up): only liveness timers can notice.
+    /// Makes the link between `a` and `b` drop every frame, at both ends, with nothing said
+    /// to anyone (carrier stays up): only liveness timers can notice. Ingress and egress
+    /// both: a TC program (ntkplane's fast path) that redirects at ingress runs before the
+    /// netfilter ingress hook, so an ingress drop alone does not stop forwarded traffic.
     pub fn silence_link(&self, a: usize, b: usize) {
         let l = self.link(a, b);
         for (node, dev) in [(l.a, &l.a_if), (l.b, &l.b_if)] {
             self.nss[node].sh(&format!(
-                "nft add table netdev ntkbench && nft add chain netdev ntkbench drop_{dev} \
-                 '{{ type filter hook ingress device \"{dev}\" priority 0; policy drop; }}'"
+                "nft add table netdev ntkbench \
+                 && nft add chain netdev ntkbench in_{dev} \
+                 '{{ type filter hook ingress device \"{dev}\" priority 0; policy drop; }}' \
+                 && nft add chain netdev ntkbench out_{dev} \
+                 '{{ type filter hook egress device \"{dev}\" priority 0; policy drop; }}'"
             ));
         }
     }
@@ -488,6 +538,8 @@ pub struct DaemonOpts {
     pub announce_ms: u32,
     pub probe_ms: u32,
     pub dead_after_ms: u32,
+    /// More options for every ntkplane daemon (e.g. `--bootstrap-timeout-ms 2000`).
+    pub ntkplane_extra: Vec<String>,
 }
 
 /// babeld in one namespace, in the foreground (its pid is ours to kill), with its pid,
@@ -577,6 +629,7 @@ pub fn ntkplane_args(lab: &Lab, i: usize, o: &DaemonOpts) -> Vec<String> {
         ]
         .map(String::from),
     );
+    v.extend(o.ntkplane_extra.iter().cloned());
     v
 }
 
@@ -592,13 +645,23 @@ impl Daemons {
     pub fn start(system: System, lab: &Lab, o: &DaemonOpts) -> Daemons {
         match system {
             System::Ntkplane => {
-                let mut v = Vec::new();
-                for (i, ns) in lab.nss.iter().enumerate() {
-                    let args = ntkplane_args(lab, i, o);
-                    let args: Vec<&str> = args.iter().map(|s| s.as_str()).collect();
-                    // Pushed first: a start that panics still leaves it to be dropped.
-                    v.push(Instance::new(ns));
-                    v.last_mut().unwrap().start_with(&args);
+                let mut v: Vec<Instance> = lab.nss.iter().map(Instance::new).collect();
+                let args: Vec<Vec<String>> =
+                    (0..v.len()).map(|i| ntkplane_args(lab, i, o)).collect();
+                // Eight at a time: one by one, each waiting for its socket (a few hundred ms
+                // on a busy machine), the last would start many seconds after the first;
+                // all 49 at once, a daemon could miss `start_with`'s 10 s for its socket on
+                // 2 CPUs. A start that panics panics here after the others of its batch;
+                // `v` then stops them all.
+                for (ds, aa) in v.chunks_mut(8).zip(args.chunks(8)) {
+                    std::thread::scope(|s| {
+                        for (d, a) in ds.iter_mut().zip(aa) {
+                            s.spawn(move || {
+                                let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
+                                d.start_with(&a);
+                            });
+                        }
+                    });
                 }
                 Daemons::Ntkplane(v)
             }
@@ -788,15 +851,11 @@ mod tests {
     }
 
     #[test]
-    fn the_cut_is_a_vertical_middle_link_crossed_by_its_pairs() {
-        // 3×3: (0,1)–(1,1); its column's ends are (0,1) and (2,1).
-        let c = Shape::Grid(3).cut().unwrap();
-        assert_eq!(c.link, (1, 4));
-        assert_eq!(c.pairs, vec![(1, 4), (4, 1), (1, 7), (7, 1)]);
-        assert!(Shape::Grid(3).links().contains(&c.link));
-        let c = Shape::Grid(7).cut().unwrap();
-        assert_eq!(c.link, (2 * 7 + 3, 3 * 7 + 3));
-        assert!(Shape::Line(9).cut().is_none());
+    fn links_between_gnodes() {
+        assert!(Shape::Grid(3).between_gnodes((1, 4)));
+        assert!(!Shape::Grid(3).between_gnodes((3, 4)));
+        assert!(Shape::Line(9).between_gnodes((7, 8)));
+        assert!(!Shape::Line(9).between_gnodes((6, 7)));
     }
 
     #[test]

@@ -14,7 +14,8 @@
 //! Usage: bench-convergence [--shapes line:4,grid:3,…] [--systems ntkplane,babeld] [--quick]
 //!                          [--timeout S] [--pairs N] [--ping-timeout-ms MS]
 //!                          [--babel-hello S] [--announce-ms MS] [--probe-ms MS]
-//!                          [--dead-after-ms MS] [--json PATH] [--svg PATH]
+//!                          [--dead-after-ms MS] [--ntkplane-args "--opt val …"]
+//!                          [--json PATH] [--svg PATH]
 use std::{
     fmt::Write as _,
     panic::{catch_unwind, AssertUnwindSafe},
@@ -24,7 +25,7 @@ use std::{
 
 use ntkplane_integration::{
     convergence::{
-        plot_seconds, sample_pairs, Babeld, DaemonOpts, Daemons, Lab, Shape, System, DELIVERY,
+        plot_seconds, sample_pairs, Babeld, Cut, DaemonOpts, Daemons, Lab, Shape, System, DELIVERY,
         TOPOLOGY,
     },
     daemon,
@@ -66,6 +67,7 @@ fn args() -> Args {
             announce_ms: 1000,
             probe_ms: 1000,
             dead_after_ms: 3000,
+            ntkplane_extra: Vec::new(),
         },
         json: None,
         svg: None,
@@ -103,6 +105,9 @@ fn args() -> Args {
             "--announce-ms" => a.daemon.announce_ms = num(&v) as u32,
             "--probe-ms" => a.daemon.probe_ms = num(&v) as u32,
             "--dead-after-ms" => a.daemon.dead_after_ms = num(&v) as u32,
+            "--ntkplane-args" => {
+                a.daemon.ntkplane_extra = v.split_whitespace().map(String::from).collect()
+            }
             "--json" => a.json = Some(v),
             "--svg" => a.svg = Some(v),
             other => usage(&format!("unknown argument {other}")),
@@ -126,6 +131,8 @@ struct Row {
     converged_s: Option<f64>,
     reroute_s: Option<f64>,
     silent_reroute_s: Option<f64>,
+    /// The link cut and the pairs measured (grids, once converged).
+    cut: Option<Cut>,
     reasons: Vec<String>,
     protocol: Value,
 }
@@ -144,7 +151,7 @@ impl Row {
             "start_spread_s": r(self.start_spread_s),
             "links": self.links,
             "pairs": self.pairs,
-            "cut": self.shape.cut().map(|c| json!({
+            "cut": self.cut.as_ref().map(|c| json!({
                 "link": [self.shape.address(c.link.0), self.shape.address(c.link.1)],
                 "pairs": c.pairs.iter()
                     .map(|(a, b)| format!("{}→{}", self.shape.address(*a), self.shape.address(*b)))
@@ -194,20 +201,21 @@ fn until_delivery(
     }
 }
 
-/// Waits until traffic between the cut link's ends crosses it and the cut's pairs answer.
+/// Waits until some of `pairs` are sent over `link` (by their source) and those answer;
+/// returns them.
 fn until_link_used(
     lab: &Lab,
     system: System,
     daemons: &mut Daemons,
-    (x, y): (usize, usize),
+    link: (usize, usize),
     pairs: &[(usize, usize)],
     a: &Args,
-) -> Result<(), String> {
+) -> Result<Vec<(usize, usize)>, String> {
     let t0 = Instant::now();
     loop {
-        let used = lab.uses_link(system, x, y)?;
-        if used && delivered(lab.ping_round(pairs, a.ping_timeout), pairs.len()) {
-            return Ok(());
+        let over = lab.crossing(system, link, pairs)?;
+        if !over.is_empty() && delivered(lab.ping_round(&over, a.ping_timeout), over.len()) {
+            return Ok(over);
         }
         if let Some(d) = daemons.dead() {
             return Err(d);
@@ -216,10 +224,10 @@ fn until_link_used(
             return Err(format!(
                 "within {} s, {}",
                 a.timeout.as_secs(),
-                if used {
-                    "its pairs did not answer"
+                if over.is_empty() {
+                    "none of its pairs was sent over it"
                 } else {
-                    "the routes between its ends did not use it"
+                    "the pairs sent over it did not answer"
                 }
             ));
         }
@@ -235,12 +243,17 @@ fn measure(lab: &Lab, daemons: &mut Daemons, t0: Instant, a: &Args, row: &mut Ro
     row.pairs = pairs.len();
     let mut last = String::from("nothing checked yet");
     let mut said = Instant::now();
+    // The bound counts from when all daemons are up: starting 49 of them on 2 CPUs takes
+    // tens of seconds, which would otherwise eat most of it.
+    let started = Instant::now();
     loop {
         let t = Instant::now();
-        if t - t0 > a.timeout {
+        if t - started > a.timeout {
             row.reasons.push(format!(
-                "not converged within {} s: {last}",
-                a.timeout.as_secs()
+                "not converged within {} s after all daemons were up ({:.0} s after the first \
+                 start): {last}",
+                a.timeout.as_secs(),
+                (t - t0).as_secs_f64()
             ));
             return;
         }
@@ -281,20 +294,35 @@ fn measure(lab: &Lab, daemons: &mut Daemons, t0: Instant, a: &Args, row: &mut Ro
         row.routes_s.unwrap()
     ));
 
-    let Some(cut) = lab.shape.cut() else {
+    if matches!(lab.shape, Shape::Line(_)) {
         row.reasons
             .push("a line has no other path: no reroute measured".into());
         return;
+    }
+    let cut = match lab.choose_cut(system, a.pairs) {
+        Ok(c) => c,
+        Err(e) => {
+            row.reasons.push(format!("no link to cut: {e}"));
+            return;
+        }
     };
+    row.cut = Some(cut.clone());
     let (x, y) = cut.link;
     let name = format!("{}–{}", lab.shape.address(x), lab.shape.address(y));
-    if let Err(e) = until_link_used(lab, system, daemons, cut.link, &cut.pairs, a) {
-        row.reasons.push(format!("before cutting {name}: {e}"));
-        return;
-    }
+    log(format!(
+        "  cutting {name}: {} pairs sent over it",
+        cut.pairs.len()
+    ));
+    let over = match until_link_used(lab, system, daemons, cut.link, &cut.pairs, a) {
+        Ok(o) => o,
+        Err(e) => {
+            row.reasons.push(format!("before cutting {name}: {e}"));
+            return;
+        }
+    };
     lab.set_link(x, y, false);
     let t = Instant::now();
-    match until_delivery(lab, daemons, &cut.pairs, t, a) {
+    match until_delivery(lab, daemons, &over, t, a) {
         Ok(s) => {
             log(format!("  link {name} down: rerouted in {s:.2} s"));
             row.reroute_s = Some(s);
@@ -304,14 +332,30 @@ fn measure(lab: &Lab, daemons: &mut Daemons, t0: Instant, a: &Args, row: &mut Ro
             .push(format!("reroute around {name} (down): {e}")),
     }
     lab.set_link(x, y, true);
-    if let Err(e) = until_link_used(lab, system, daemons, cut.link, &cut.pairs, a) {
-        row.reasons
-            .push(format!("after bringing {name} back up: {e}"));
-        return;
-    }
+    let back = Instant::now();
+    // The routes come back to the link (some of the same pairs cross it again) before it
+    // goes silent; otherwise the silence would cut nothing.
+    let over = match until_link_used(lab, system, daemons, cut.link, &cut.pairs, a) {
+        Ok(o) => o,
+        Err(e) => {
+            row.reasons
+                .push(format!("after bringing {name} back up: {e}"));
+            return;
+        }
+    };
+    log(format!(
+        "  link {name} up again: crossed again after {:.2} s",
+        back.elapsed().as_secs_f64()
+    ));
     lab.silence_link(x, y);
     let t = Instant::now();
-    match until_delivery(lab, daemons, &cut.pairs, t, a) {
+    match until_delivery(lab, daemons, &over, t, a) {
+        // Nothing can have noticed a silent link before the first round: its answers did
+        // not cross it, and the number would measure nothing.
+        Ok(s) if s < 0.01 => row.reasons.push(format!(
+            "silent drop on {name}: the pairs answered at once, so their traffic did not \
+             cross it (not measured)"
+        )),
         Ok(s) => {
             log(format!("  link {name} silent: rerouted in {s:.2} s"));
             row.silent_reroute_s = Some(s);
@@ -409,6 +453,7 @@ fn main() {
                 converged_s: None,
                 reroute_s: None,
                 silent_reroute_s: None,
+                cut: None,
                 reasons: Vec::new(),
                 protocol: Value::Null,
             };
@@ -454,6 +499,21 @@ fn main() {
     print!("{md}");
 
     if let Some(p) = &a.json {
+        let mut ntkplane_args: Vec<String> = [
+            "--paths",
+            "protocol",
+            "--qspn-arcs",
+            "auto",
+            "--announce-ms",
+            &a.daemon.announce_ms.to_string(),
+            "--probe-ms",
+            &a.daemon.probe_ms.to_string(),
+            "--dead-after-ms",
+            &a.daemon.dead_after_ms.to_string(),
+        ]
+        .map(String::from)
+        .to_vec();
+        ntkplane_args.extend(a.daemon.ntkplane_extra.iter().cloned());
         let v = json!({
             "schema": 1,
             "machine": {
@@ -469,10 +529,7 @@ fn main() {
                 "delivery": DELIVERY,
                 "ping_timeout_ms": a.ping_timeout.as_millis() as u64,
                 "babeld_args": Babeld::args(&a.daemon),
-                "ntkplane_args": ["--paths", "protocol", "--qspn-arcs", "auto",
-                    "--announce-ms", a.daemon.announce_ms.to_string(),
-                    "--probe-ms", a.daemon.probe_ms.to_string(),
-                    "--dead-after-ms", a.daemon.dead_after_ms.to_string()],
+                "ntkplane_args": ntkplane_args,
             },
             "rows": json_rows,
         });
