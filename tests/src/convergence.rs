@@ -646,22 +646,16 @@ impl Daemons {
         match system {
             System::Ntkplane => {
                 let mut v: Vec<Instance> = lab.nss.iter().map(Instance::new).collect();
-                let args: Vec<Vec<String>> =
-                    (0..v.len()).map(|i| ntkplane_args(lab, i, o)).collect();
-                // Eight at a time: one by one, each waiting for its socket (a few hundred ms
-                // on a busy machine), the last would start many seconds after the first;
-                // all 49 at once, a daemon could miss `start_with`'s 10 s for its socket on
-                // 2 CPUs. A start that panics panics here after the others of its batch;
-                // `v` then stops them all.
-                for (ds, aa) in v.chunks_mut(8).zip(args.chunks(8)) {
-                    std::thread::scope(|s| {
-                        for (d, a) in ds.iter_mut().zip(aa) {
-                            s.spawn(move || {
-                                let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
-                                d.start_with(&a);
-                            });
-                        }
-                    });
+                // All at once, as the systems of a network boot (and as babeld's are): every
+                // daemon is spawned, then each is waited for, up to a minute — on 2 CPUs the
+                // last of 49 needs far more than `start_with`'s 10 s for its socket.
+                for (i, d) in v.iter_mut().enumerate() {
+                    let a = ntkplane_args(lab, i, o);
+                    let a: Vec<&str> = a.iter().map(|x| x.as_str()).collect();
+                    d.spawn_with(&a);
+                }
+                for d in v.iter_mut() {
+                    d.wait_up(std::time::Duration::from_secs(60));
                 }
                 Daemons::Ntkplane(v)
             }

@@ -447,8 +447,21 @@ impl Neighborhood {
                 return;
             }
             Fit::Existing(i) => match self.arcs[i].phase {
-                // Exported already, or a call is out (a repeated request): nothing new.
-                Phase::Exported(_) | Phase::Calling { .. } => return,
+                // A call is out (a repeated request): nothing new.
+                Phase::Calling { .. } => return,
+                // Exported here, but the peer asks again: it lost its side of the arc (a
+                // handshake it gave up under load, a restart of its machine, a silent
+                // removal). HEAD ignores this and the arc stays one-sided for good — my
+                // probes are still answered over its new, unexported arc. Tell it again that
+                // I export: its `can_you_export` answer exports its side; my phase stays.
+                Phase::Exported(_) => {
+                    out.push(Output::Unicast {
+                        nic: nic.to_owned(),
+                        to: addr,
+                        msg: Message::CanYouExport { call, i_can: true },
+                    });
+                    return;
+                }
                 // Both ends heard each other: reuse the arc I made (§11.1).
                 Phase::Awaiting { .. } => self.arcs[i].phase = calling,
             },

@@ -310,6 +310,38 @@ fn remove_arc_from_the_peer() {
     assert_eq!((n.arcs(a).len(), n.arcs(b).len()), (1, 1));
 }
 
+/// One-sided arc: B forgets the arc silently (as after a handshake it gave up under load)
+/// while A keeps it exported, and A's probes are still answered. B's next `request_arc` (on
+/// A's announcement) makes A say again that it exports, and B's side is exported again.
+#[test]
+fn a_one_sided_arc_is_made_whole_on_the_next_announcement() {
+    // Announcements every second: B makes a new (unexported) arc and answers A's probes
+    // long before A's liveness (3 s) would give A's arc up — the one-sided state.
+    let fast = |id, seed| {
+        let mut c = Config::new(id, seed);
+        c.timers.announce_ms = 1_000;
+        c
+    };
+    let mut n = Segments::default();
+    let a = n.add_system(fast(111, 1));
+    let b = n.add_system(fast(222, 2));
+    n.plug(b, "eth0", mac(0xbb, 0), ip(2, 2), &[0]);
+    n.plug(a, "eth0", mac(0xaa, 0), ip(1, 1), &[0]);
+    n.run_for(S);
+    assert_eq!(n.systems[b].current_arcs().len(), 1);
+    let key = n.systems[b].current_arcs()[0].0.clone();
+    let out = n.systems[b].remove_arc(&key, false);
+    n.deliver_outputs(b, out);
+    assert!(n.systems[b].current_arcs().is_empty());
+    n.run_for(10 * S);
+    assert_eq!(n.systems[a].current_arcs().len(), 1, "A's arc stayed");
+    assert_eq!(
+        n.systems[b].current_arcs().len(),
+        1,
+        "B's side exported and measured again"
+    );
+}
+
 /// `remove_nic` with the link up tells the peers; with the link down they find out by
 /// liveness.
 #[test]

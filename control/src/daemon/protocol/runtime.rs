@@ -74,7 +74,7 @@ impl Default for Options {
             key: None,
             timers: neighborhood::Timers::default(),
             retry: Duration::from_millis(250),
-            tries: 12,
+            tries: 40,
             debounce: Duration::from_millis(20),
             arc_backoff: Duration::from_secs(2),
         }
@@ -155,6 +155,9 @@ struct Runtime {
     timers: BTreeMap<(Instant, u64), Timer>,
     timer_seq: u64,
     paths_dirty: Option<Instant>,
+    /// An `etp` is with the writer: the next waits for its answer, so that under load the
+    /// changes of many ETPs go in one apply instead of queueing one apply each.
+    etp_in_flight: bool,
     last_feed: Option<Feed>,
     model: Arc<System>,
     writer: mpsc::Sender<Msg>,
@@ -331,6 +334,7 @@ async fn run(
         timers: BTreeMap::new(),
         timer_seq: 0,
         paths_dirty: None,
+        etp_in_flight: false,
         last_feed: None,
         model,
         writer,
@@ -395,13 +399,18 @@ impl Runtime {
         }
         let answers = self.answers.clone();
         tokio::spawn(async move {
-            if let Ok(resp) = rx.await {
-                let _ = answers.send(In::Answer(req, resp));
-            }
+            // Always an answer (an `etp` in flight must end even if the writer is gone).
+            let resp = rx
+                .await
+                .unwrap_or_else(|_| Response::err("the daemon is stopping"));
+            let _ = answers.send(In::Answer(req, resp));
         });
     }
 
     fn answer(&mut self, req: Request, resp: Response) {
+        if matches!(req, Request::Etp { .. }) {
+            self.etp_in_flight = false;
+        }
         if resp.ok {
             return;
         }
@@ -500,11 +509,15 @@ impl Runtime {
                 continue;
             };
             if c.tries_left == 0 {
-                let arc = c.arc;
+                let (arc, full_etp) = (c.arc, c.full_etp);
                 self.calls.remove(&k);
                 count(&self.counters, "call_failed");
                 tracing::debug!(arc, "protocol: a call over the arc went unanswered");
-                if self.model_of.contains_key(&arc) {
+                // A `GetFullEtp` without an answer is QSPN's transport error (§8.3: the arc
+                // goes). An unacknowledged `SendEtp` is not: whether the neighbour is alive
+                // is the Neighborhood's call (its probes), and dropping the arc on a busy
+                // machine only makes both ends flood again (seen on a 7×7 grid on 2 CPUs).
+                if full_etp && self.model_of.contains_key(&arc) {
                     let o = self.qspn.on_request_failed(arc);
                     self.qspn_out(o).await;
                 }
@@ -520,9 +533,10 @@ impl Runtime {
             self.backoff.retain(|_, t| *t > now);
             self.follow_model().await;
         }
-        if self
-            .paths_dirty
-            .is_some_and(|t| now >= t + self.opts.debounce)
+        if !self.etp_in_flight
+            && self
+                .paths_dirty
+                .is_some_and(|t| now >= t + self.opts.debounce)
         {
             self.paths_dirty = None;
             self.push_feed();
@@ -579,6 +593,7 @@ impl Runtime {
         }
         self.last_feed = Some(feed.clone());
         count(&self.counters, "etp_applied");
+        self.etp_in_flight = true;
         self.submit(Request::Etp {
             identity: MAIN,
             feed,
