@@ -95,8 +95,12 @@ pub struct FastPathCounters {
 }
 
 /// Capacity of the neighbour map. A system has one entry per distinct neighbour MAC of the
-/// identities living in one namespace; 65 536 leaves room far beyond qspnclient's 51.
-pub const MAX_NEIGHBOURS: u32 = 65_536;
+/// identities living in one namespace; 4 096 leaves room far beyond qspnclient's 51. The
+/// kernel allocates the per-CPU counter arrays (two, `STATS_SLOTS` entries each) one
+/// element at a time under a global lock when the classifier is loaded: at 65 536 that was
+/// 1.3 s of a daemon's start (55 % of its CPU), and 49 daemons starting on 2 CPUs queued
+/// for it (BENCHMARKS.md, "Convergence").
+pub const MAX_NEIGHBOURS: u32 = 4_096;
 /// Slots of the counter array: two reserved slots plus one per neighbour.
 pub const STATS_SLOTS: u32 = MAX_NEIGHBOURS + FIRST_NEIGHBOUR_SLOT;
 
