@@ -1,6 +1,7 @@
 //! Everything that touches the kernel, one module per subsystem, and the reconciler over
 //! them. The pure model and diff are in [`crate::plan`].
 pub mod nft;
+pub mod nftgen;
 pub mod reconcile;
 pub mod rt_tables;
 pub mod rtnl;

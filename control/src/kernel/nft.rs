@@ -6,6 +6,7 @@
 use std::{
     io::Write,
     process::{Command, Stdio},
+    sync::Mutex,
 };
 
 use serde_json::Value;
@@ -139,8 +140,45 @@ pub fn observe() -> Result<NatState, NftError> {
     Ok(observe_full()?.map(|o| o.nat).unwrap_or_default())
 }
 
+/// The last read of ntkplane's table in each namespace (the device and inode of its
+/// `/proc/thread-self/ns/net`), with the ruleset generation read just before it.
+type Reads = BTreeMap<(u64, u64), (u32, Option<Observed>)>;
+static READS: Mutex<Reads> = Mutex::new(BTreeMap::new());
+
+/// The current thread's namespace, as a key of [`READS`].
+fn netns_key() -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata("/proc/thread-self/ns/net").ok()?;
+    Some((m.dev(), m.ino()))
+}
+
 /// Reads ntkplane's table back with its structure; `None` when it does not exist.
+///
+/// Every reconcile reads the table, and reading it is a process (`nft -j list`): while 49
+/// daemons converged on 2 CPUs, `nft` was a fifth of all CPU time. So the read is reused
+/// while the namespace's ruleset generation has not moved since (any nftables commit in the
+/// namespace, ntkplane's or anyone's, moves it: drift is still seen at the next check). The
+/// generation is read before the table, so a change in between only causes one more read.
+/// When the generation cannot be read, the table is read every time, as before.
 pub fn observe_full() -> Result<Option<Observed>, NftError> {
+    let key = netns_key();
+    let gen = crate::kernel::nftgen::generation().ok();
+    let reads = || READS.lock().unwrap_or_else(|e| e.into_inner());
+    if let (Some(k), Some(g)) = (key, gen) {
+        if let Some((seen, o)) = reads().get(&k) {
+            if *seen == g {
+                return Ok(o.clone());
+            }
+        }
+    }
+    let o = read_table()?;
+    if let (Some(k), Some(g)) = (key, gen) {
+        reads().insert(k, (g, o.clone()));
+    }
+    Ok(o)
+}
+
+fn read_table() -> Result<Option<Observed>, NftError> {
     let (ok, out, err) = run(&["-j", "list", "table", "ip", NFT_TABLE], None)?;
     if !ok {
         if err.contains("No such file or directory") {
