@@ -529,6 +529,7 @@ impl Neighborhood {
     }
 
     fn heard_probe_reply(&mut self, i: usize, seq: u32, now_us: u64, out: &mut Vec<Output>) {
+        let min_change_us = self.cfg.timers.min_cost_change_us;
         let a = &mut self.arcs[i];
         let Phase::Exported(p) = &mut a.phase else {
             return;
@@ -546,7 +547,7 @@ impl Neighborhood {
                 });
             }
             Some(c) => {
-                if let Some(cost_us) = c.observe(rtt) {
+                if let Some(cost_us) = c.observe_beyond(rtt, min_change_us) {
                     out.push(Output::ArcChanged {
                         arc: a.key.clone(),
                         cost_us,

@@ -19,6 +19,11 @@ pub struct Timers {
     /// up and its arc and route removed (neighborhood.md §15.3); `CanYouExport` is resent
     /// every `probe_ms` meanwhile (it travels by UDP).
     pub handshake_ms: u64,
+    /// Besides neighborhood.md §6.1's halving or doubling, an official cost change is
+    /// reported only when the smoothed RTT moved at least this much (µs; 0: §6.1 alone).
+    /// 1 ms: below it a change is within the random 0–999 µs tie breaker every arc's cost
+    /// carries anyway (qspn.md §3), and on a LAN it is the hosts' load, not the link.
+    pub min_cost_change_us: u64,
 }
 
 impl Default for Timers {
@@ -29,6 +34,7 @@ impl Default for Timers {
             jitter_pct: 10,
             dead_after_ms: 3_000,
             handshake_ms: 3_000,
+            min_cost_change_us: 1_000,
         }
     }
 }
