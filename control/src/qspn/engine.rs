@@ -18,7 +18,7 @@ use super::ignore::ignore_outside;
 use super::map::{shown, update_map, Dests, MapCtx, MapResult};
 use super::msg::{ArcId, Cost, EtpMessage, EtpPath, Fingerprint, HCoord, Refusal};
 use super::path::{evaluate, NodePath, PathView};
-use super::revise::revise;
+use super::revise::{is_mine, revise};
 use super::validate::{check, coord};
 
 /// Instance parameters (qspn.md §3).
@@ -309,6 +309,32 @@ impl Qspn {
         }
     }
 
+    /// Whether the neighbour on `arc` would keep an ETP from me whose hop list (my view) is
+    /// `hops`, rather than drop it whole as cyclic (its §9 steps 3–4, computed here from its
+    /// address: hops of a level ≥ my coordinate's in its view mean the same g-nodes to both
+    /// of us). An arc whose neighbour's address is not known yet keeps everything.
+    pub(crate) fn keeps(&self, arc: ArcId, hops: &[HCoord]) -> bool {
+        let Some(n) = self.arcs.get(&arc).and_then(|a| a.naddr.as_deref()) else {
+            return true;
+        };
+        let Some(me) = coord(n, &self.my_naddr) else {
+            return true;
+        };
+        !std::iter::once(&me)
+            .chain(hops.iter().filter(|h| h.lvl >= me.lvl))
+            .any(|h| is_mine(n, h))
+    }
+
+    /// The arcs a forward of an ETP received over `from` with revised hops `hops` goes to:
+    /// all others, except those whose neighbour would drop it as cyclic (on a grid, most
+    /// forwards back into g-nodes the ETP already crossed; sending them only cost both ends).
+    pub(crate) fn forward_arcs(&self, from: ArcId, hops: &[HCoord]) -> Vec<ArcId> {
+        self.all_arcs_but(Some(from))
+            .into_iter()
+            .filter(|a| self.keeps(*a, hops))
+            .collect()
+    }
+
     pub(crate) fn all_arcs_but(&self, but: Option<ArcId>) -> Vec<ArcId> {
         self.arcs
             .keys()
@@ -583,9 +609,10 @@ impl Qspn {
         match (why, ok) {
             (Purpose::ArcAdd, Some(m)) => {
                 let (hops, p, own) = self.process(arc, &m, true);
-                let others = self.all_arcs_but(Some(arc));
+                let hops = hops.unwrap_or_default();
+                let others = self.forward_arcs(arc, &hops);
                 if (!p.is_empty() || own) && !others.is_empty() {
-                    let etp = self.etp(hops.unwrap_or_default(), &p);
+                    let etp = self.etp(hops, &p);
                     self.send(others, etp, false);
                 }
                 let full = self.full_etp();
@@ -646,7 +673,7 @@ impl Qspn {
         }
         let (hops, p, own) = self.process(arc, &etp, is_full);
         if let Some(hops) = hops {
-            let others = self.all_arcs_but(Some(arc));
+            let others = self.forward_arcs(arc, &hops);
             if (!p.is_empty() || own) && !others.is_empty() {
                 let fwd = self.etp(hops, &p);
                 self.send(others, fwd, false);

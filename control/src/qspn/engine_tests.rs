@@ -252,3 +252,59 @@ fn arc_changed_sends_update_and_gathers() {
     // Unknown arc: nothing.
     assert!(q.arc_changed(999, Cost::Real(1)).is_empty());
 }
+
+/// A forward is not sent to a neighbour that would drop it whole as cyclic (§9 step 4 at the
+/// receiver): here one whose level-1 g-node the ETP already crossed. The receiver's own check
+/// stays (a forward it does get is processed as before).
+#[test]
+fn forward_skips_neighbours_that_would_find_it_cyclic() {
+    let mut q = node(vec![1, 2, 0], 7);
+    // a: (2,2,0), same level-1 g-node (a level-0 neighbour).
+    let (a, _) = q.arc_add(Cost::Real(10));
+    q.on_full_etp(a, Ok(etp_from(vec![2, 2, 0], 8)));
+    // b: (1,1,0), in level-1 g-node 1.
+    let (b, _) = q.arc_add(Cost::Real(10));
+    q.on_full_etp(b, Ok(etp_from(vec![1, 1, 0], 9)));
+    // c: (3,2,0), another level-0 neighbour.
+    let (c, _) = q.arc_add(Cost::Real(10));
+    q.on_full_etp(c, Ok(etp_from(vec![3, 2, 0], 10)));
+    // An ETP from a that came through level-1 g-node 1, with a path to (1,3).
+    let mut m = etp_from(vec![2, 2, 0], 8);
+    m.hops = vec![h(1, 1)];
+    m.p_list.push(EtpPath {
+        hops: vec![h(1, 3)],
+        arcs: vec![55],
+        cost: Cost::Real(5),
+        fingerprint: Fingerprint {
+            level: 1,
+            ..fp0(20, 3, 0)
+        },
+        nodes_inside: 3,
+        ignore_outside: vec![false, false, true],
+    });
+    assert!(q.keeps(c, &[h(0, 2), h(1, 1)]));
+    assert!(!q.keeps(b, &[h(0, 2), h(1, 1)]));
+    let out = q.on_send_etp(a, m, false);
+    let sent: Vec<_> = out
+        .iter()
+        .filter_map(|o| match o {
+            Output::SendEtp { arcs, etp, .. } => Some((arcs.clone(), etp.hops.clone())),
+            _ => None,
+        })
+        .collect();
+    // To c only: b would see its own g-node (1,1) in the hops.
+    assert_eq!(sent, vec![(vec![c], vec![h(0, 2), h(1, 1)])]);
+    // What b would have done with it: drop it whole, changing nothing.
+    let mut nb = node(vec![1, 1, 0], 9);
+    let (x, _) = nb.arc_add(Cost::Real(10));
+    nb.on_full_etp(x, Ok(etp_from(vec![1, 2, 0], 7)));
+    let before = nb.paths();
+    let mut fwd = q.full_etp();
+    fwd.hops = vec![h(0, 2), h(1, 1)];
+    let out = nb.on_send_etp(x, fwd, false);
+    assert!(!out.iter().any(|o| matches!(o, Output::SendEtp { .. })));
+    assert_eq!(nb.paths(), before);
+    // A neighbour whose address is not known yet gets everything.
+    let (d, _) = q.arc_add(Cost::Real(10));
+    assert!(q.keeps(d, &[h(1, 1)]));
+}
