@@ -134,6 +134,15 @@ pub enum Decoded {
 
 /// Encodes one datagram from `sender` (this system's NeighborhoodNodeID). With `auth`, the
 /// trailer is appended and the packet counter advances.
+/// Whether a datagram carries one of the Neighborhood's messages (`Message` variants 0–6,
+/// `HereIAm` … `ProbeReply`: postcard writes the variant index as the body's first byte),
+/// judged from the magic and that byte alone, before any check. Only the order in which the
+/// runtime handles datagrams depends on it: a datagram that lies is still decoded, checked
+/// and dropped like any other.
+pub fn is_neighbourhood(bytes: &[u8]) -> bool {
+    bytes.len() > HEADER_LEN && bytes[..4] == MAGIC && bytes[HEADER_LEN] <= 6
+}
+
 pub fn encode(sender: u32, msg: &Message, auth: Option<&mut Auth>) -> Result<Vec<u8>, WireError> {
     if !msg.within_limits() {
         return Err(WireError::Limits);

@@ -11,7 +11,9 @@ pub mod rng;
 mod tests;
 
 pub use auth::{Auth, KeyError, NetworkKey};
-pub use codec::{decode, encode, Decoded, Drop, WireError, MAX_DATAGRAM, VERSION};
+pub use codec::{
+    decode, encode, is_neighbourhood, Decoded, Drop, WireError, MAX_DATAGRAM, VERSION,
+};
 pub use message::{Mac, Message, PeerIdentity};
 pub use rng::SplitMix64;
 

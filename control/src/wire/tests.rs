@@ -562,3 +562,35 @@ mod prop {
         }
     }
 }
+
+/// The runtime's priority peek agrees with the encoding for every sample message, with and
+/// without authentication, and never panics on short or foreign datagrams.
+#[test]
+fn neighbourhood_messages_are_recognised_by_their_first_body_byte() {
+    let mut a = Auth::new(&key(1), 5);
+    for m in samples() {
+        let want = matches!(
+            m,
+            Message::HereIAm { .. }
+                | Message::RequestArc { .. }
+                | Message::CanYouExport { .. }
+                | Message::CanYouExportReply { .. }
+                | Message::RemoveArc { .. }
+                | Message::Probe { .. }
+                | Message::ProbeReply { .. }
+        );
+        let plain = encode(7, &m, None).unwrap();
+        assert_eq!(super::is_neighbourhood(&plain), want, "{m:?}");
+        if let Ok(signed) = encode(7, &m, Some(&mut a)) {
+            assert_eq!(super::is_neighbourhood(&signed), want, "{m:?}");
+        }
+    }
+    for n in 0..=10 {
+        assert!(!super::is_neighbourhood(
+            &b"NTKP\x01\x00\x00\x00\x00\x07\x00"[..n]
+        ));
+    }
+    assert!(!super::is_neighbourhood(
+        b"XTKP\x01\x00\x00\x00\x00\x07\x00"
+    ));
+}

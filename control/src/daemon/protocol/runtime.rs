@@ -23,6 +23,7 @@ use tokio::sync::{oneshot, watch};
 use super::{
     feed::{feed_of, PathIn},
     link,
+    retry::{Backoff, Next},
 };
 use crate::{
     daemon::{
@@ -56,9 +57,8 @@ pub struct Options {
     /// The network key (`--network-key FILE`), already read.
     pub key: Option<wire::NetworkKey>,
     pub timers: neighborhood::Timers,
-    /// Unicast reliability: a call is sent again every `retry` until answered, `tries` times.
-    pub retry: Duration,
-    pub tries: u32,
+    /// Unicast reliability: when an unanswered call is sent again, and given up.
+    pub retry: Backoff,
     /// How long path changes are gathered before they go to the writer as one `etp`.
     pub debounce: Duration,
     /// After QSPN dropped an arc on its own (a neighbour that did not answer, a bad ETP),
@@ -73,8 +73,7 @@ impl Default for Options {
             auto_qspn: false,
             key: None,
             timers: neighborhood::Timers::default(),
-            retry: Duration::from_millis(250),
-            tries: 40,
+            retry: Backoff::default(),
             debounce: Duration::from_millis(20),
             arc_backoff: Duration::from_secs(2),
         }
@@ -104,6 +103,9 @@ enum In {
         nic: String,
         from: SocketAddrV4,
         bytes: Vec<u8>,
+        /// When it was read from the socket: a probe reply's RTT ends there, not after the
+        /// datagrams queued before it (docs/PROTOCOL.md §6.1).
+        at: Instant,
     },
     /// The writer's answer to a request the runtime submitted.
     Answer(Request, Response),
@@ -123,7 +125,9 @@ struct Call {
     nic: String,
     to: SocketAddrV4,
     bytes: Vec<u8>,
-    tries_left: u32,
+    /// Sends so far, the first one's time, the next resend's.
+    sent: u32,
+    first_at: Instant,
     next_at: Instant,
     arc: ArcId,
     /// `GetFullEtp` (answered by `FullEtp`) or `SendEtp` (answered by `Ack`).
@@ -243,6 +247,10 @@ async fn run(
 ) {
     let model = model_rx.borrow_and_update().clone();
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    // The Neighborhood's datagrams (`HereIAm` … `ProbeReply`) are handled before QSPN's: a
+    // probe answered after a backlog of ETPs measures the backlog, and under load that made
+    // arc costs halve and double again, each change a network-wide QSPN round.
+    let (ntx, mut nrx) = tokio::sync::mpsc::unbounded_channel();
     let mut socks = BTreeMap::new();
     for nic in &model.config.nics {
         match link::bind_pair(&nic.name, nic.linklocal, opts.port) {
@@ -289,18 +297,24 @@ async fn run(
         .flat_map(|(n, (u, b))| [(n.clone(), u.clone()), (n.clone(), b.clone())])
         .collect();
     for (nic, s) in all {
-        let tx = tx.clone();
+        let (tx, ntx) = (tx.clone(), ntx.clone());
         tokio::spawn(async move {
             let mut buf = vec![0u8; 65_536];
             loop {
                 match s.recv_from(&mut buf).await {
                     Ok((n, SocketAddr::V4(from))) => {
                         let bytes = buf[..n].to_vec();
-                        if tx
+                        let to = if wire::is_neighbourhood(&bytes) {
+                            &ntx
+                        } else {
+                            &tx
+                        };
+                        if to
                             .send(In::Datagram {
                                 nic: nic.clone(),
                                 from,
                                 bytes,
+                                at: Instant::now(),
                             })
                             .is_err()
                         {
@@ -357,23 +371,38 @@ async fn run(
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
+            // In this order (the tick before datagrams: a flood must not starve the timers).
+            biased;
             _ = stop.changed() => break,
             Ok(()) = model_rx.changed() => {
                 let m = model_rx.borrow_and_update().clone();
                 r.model = m;
                 r.follow_model().await;
             }
-            Some(i) = rx.recv() => match i {
-                In::Datagram { nic, from, bytes } => r.datagram(&nic, from, &bytes).await,
-                In::Answer(req, resp) => r.answer(req, resp),
-            },
             _ = tick.tick() => r.tick().await,
+            Some(i) = nrx.recv() => r.input(i).await,
+            Some(i) = rx.recv() => r.input(i).await,
         }
     }
     tracing::info!("protocols stopped");
 }
 
 impl Runtime {
+    async fn input(&mut self, i: In) {
+        match i {
+            In::Datagram {
+                nic,
+                from,
+                bytes,
+                at,
+            } => {
+                let at_us = at.saturating_duration_since(self.started).as_micros() as u64;
+                self.datagram(&nic, from, &bytes, at_us).await
+            }
+            In::Answer(req, resp) => self.answer(req, resp),
+        }
+    }
+
     fn now_ms(&self) -> u64 {
         self.started.elapsed().as_millis() as u64
     }
@@ -508,7 +537,8 @@ impl Runtime {
             let Some(c) = self.calls.get_mut(&k) else {
                 continue;
             };
-            if c.tries_left == 0 {
+            let since_first = now.saturating_duration_since(c.first_at).as_millis() as u64;
+            let Next::Resend { after_ms } = self.opts.retry.next(c.sent, since_first) else {
                 let (arc, full_etp) = (c.arc, c.full_etp);
                 self.calls.remove(&k);
                 count(&self.counters, "call_failed");
@@ -522,9 +552,10 @@ impl Runtime {
                     self.qspn_out(o).await;
                 }
                 continue;
-            }
-            c.tries_left -= 1;
-            c.next_at = now + self.opts.retry;
+            };
+            c.sent += 1;
+            c.next_at = now + Duration::from_millis(after_ms);
+            count(&self.counters, "resent");
             let (nic, to, bytes) = (c.nic.clone(), c.to, c.bytes.clone());
             self.send_bytes(&nic, to, &bytes).await;
         }
@@ -678,14 +709,16 @@ impl Runtime {
         let Some(bytes) = self.send(&nic, to, &m).await else {
             return;
         };
+        let now = Instant::now();
         self.calls.insert(
             call,
             Call {
                 nic,
                 to,
                 bytes,
-                tries_left: self.opts.tries,
-                next_at: Instant::now() + self.opts.retry,
+                sent: 1,
+                first_at: now,
+                next_at: now + Duration::from_millis(self.opts.retry.delay_ms(1)),
                 arc: a,
                 full_etp,
             },
@@ -815,6 +848,7 @@ impl Runtime {
                     let p_cost = p.cost_us + p.seed_us;
                     let cost = Cost::Real(p_cost);
                     tracing::info!(nic = key.0, mac = %key.1, cost_us, "protocol: arc cost changed");
+                    count(&self.counters, "arc_cost_changed");
                     if let Ok(mut st) = self.counters.lock() {
                         st.arcs.insert((key.0.clone(), key.1.to_string()), cost_us);
                     }
@@ -875,7 +909,7 @@ impl Runtime {
         self.arc_of.get(&self.model_arc_on(key)?).copied()
     }
 
-    async fn datagram(&mut self, nic: &str, from: SocketAddrV4, bytes: &[u8]) {
+    async fn datagram(&mut self, nic: &str, from: SocketAddrV4, bytes: &[u8], at_us: u64) {
         count(&self.counters, "rx");
         let now_ms = self.now_ms();
         let (sender, msg) = match wire::decode(bytes, self.auth.as_mut(), from, now_ms) {
@@ -919,9 +953,7 @@ impl Runtime {
             | Message::ChallengeRequest { .. }
             | Message::ChallengeReply { .. } => {}
             other => {
-                let o = self
-                    .neigh
-                    .on_message(nic, from, sender, &other, self.now_us());
+                let o = self.neigh.on_message(nic, from, sender, &other, at_us);
                 self.neigh_out(o).await;
             }
         }
@@ -943,9 +975,18 @@ impl Runtime {
             .find(|((n, _), p)| n == nic && p.peer_ll == *from.ip())
             .map(|(k, _)| k.clone());
         let Some(a) = key.as_ref().and_then(|k| self.qspn_arc_on(k)) else {
-            // Not (yet) one of our qspn arcs: no answer, the caller tries again
-            // (qspn.md §8.1's wait for the arc, on the caller's side).
-            count(&self.counters, "dropped_not_qspn_arc");
+            // Not (yet) one of our qspn arcs. A request for a full ETP gets no answer: the
+            // caller asks again (qspn.md §8.1's wait for the arc, on the caller's side). An
+            // ETP is acknowledged and left: when this side makes the arc a QSPN arc, it asks
+            // the peer for its full ETP and sends its own (§11.1), which carries everything
+            // these updates did. Unacknowledged, each would be sent again for the whole
+            // retry window: most of the 7×7 grid's traffic while its daemons started.
+            if matches!(msg, QspnMessage::SendEtp { .. }) {
+                self.send(nic, from, &Message::Ack { call }).await;
+                count(&self.counters, "etp_before_arc");
+            } else {
+                count(&self.counters, "dropped_not_qspn_arc");
+            }
             return;
         };
         match msg {
