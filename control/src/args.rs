@@ -104,6 +104,14 @@ pub struct RunArgs {
     /// mesh where every neighbour is in our network); `manual` waits for `add-qspn-arc`
     #[arg(long, default_value = "manual", value_parser = ["manual", "auto"])]
     pub qspn_arcs: String,
+    /// Protocol mode: which discovered arcs carry identity arcs. `auto`: every arc the
+    /// neighbour discovery finds becomes an identity arc of the main identity. `declared`:
+    /// qspnclient's `add_real_arc` — discovery measures every neighbour, but only the arcs a
+    /// command declared (`add-identity-arc`, `neighbour-migrated`) are used, and a dead
+    /// arc's declaration stays (its qspn arc comes back when the neighbour does). For
+    /// neighbours on one shared segment that are not all meant to be arcs (the lab).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "declared"])]
+    pub real_arcs: String,
     /// Protocol mode: a file with the network key (at least 32 bytes, or 64 hex digits);
     /// every protocol datagram then carries an HMAC-SHA256 with replay protection
     #[arg(long, value_name = "FILE")]

@@ -57,6 +57,7 @@ fn protocol_options(a: &RunArgs) -> anyhow::Result<Option<ntkplane::daemon::prot
         for (set, flag) in [
             (a.network_key.is_some(), "--network-key"),
             (a.qspn_arcs != "manual", "--qspn-arcs"),
+            (a.real_arcs != "auto", "--real-arcs"),
         ] {
             anyhow::ensure!(!set, "{flag} needs --paths protocol");
         }
@@ -65,6 +66,7 @@ fn protocol_options(a: &RunArgs) -> anyhow::Result<Option<ntkplane::daemon::prot
     let mut o = ntkplane::daemon::protocol::Options {
         port: a.protocol_port,
         auto_qspn: a.qspn_arcs == "auto",
+        declared_arcs: a.real_arcs == "declared",
         ..Default::default()
     };
     if let Some(f) = &a.network_key {

@@ -248,3 +248,93 @@ fn systems_with_different_network_keys_exchange_no_route() {
     let _ = std::fs::remove_file(k1);
     let _ = std::fs::remove_file(k2);
 }
+
+/// A NIC's MAC in a test namespace.
+fn mac_of(n: &Node, nic: &str) -> String {
+    n.ns.sh(&format!("cat /sys/class/net/{nic}/address"))
+        .trim()
+        .to_string()
+}
+
+/// `--real-arcs declared` (qspnclient's `add_real_arc`, what the lab runs in protocol mode):
+/// A discovers B and C, but only the arc a command declared carries an identity arc and QSPN;
+/// a dead declared arc keeps its declaration and its qspn arc comes back with the neighbour.
+#[test]
+fn declared_real_arcs_use_only_the_declared_neighbours() {
+    require_root();
+    let mut a = node("ntktpda", "0.0");
+    let mut b = node("ntktpdb", "0.1");
+    let mut c = node("ntktpdc", "1.0");
+    link(&a, "eth0", &b, "eth0");
+    link(&a, "eth1", &c, "eth0");
+    let declared = [
+        "--paths",
+        "protocol",
+        "--real-arcs",
+        "declared",
+        "--announce-ms",
+        "300",
+        "--probe-ms",
+        "200",
+        "--dead-after-ms",
+        "1000",
+        "--topology",
+        TOPOLOGY,
+    ];
+    let run = |n: &mut Node, nics: &[&str]| {
+        let mut opts = declared.to_vec();
+        opts.extend(["--address", n.address]);
+        for nic in nics {
+            opts.extend(["--interface", nic]);
+        }
+        n.daemon.start_with(&opts);
+    };
+    run(&mut a, &["eth0=169.254.1.1", "eth1=169.254.1.2"]);
+    run(&mut b, &["eth0=169.254.2.1"]);
+    run(&mut c, &["eth0=169.254.3.1"]);
+    // Discovery runs (announcements, probes) but declares nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    let arcs = a.daemon.ok(&["show-arcs", "0"]);
+    assert!(
+        !arcs.contains("eth0") && !arcs.contains("eth1"),
+        "no arc declared, none in the model: {arcs}"
+    );
+    let status = a.daemon.json(&["status"]);
+    assert!(
+        status["protocol"]["rx"].as_u64().unwrap_or(0) > 0,
+        "A heard its neighbours: {status}"
+    );
+    // A and B declare their arc (the lab's `add-identity-arc` + `add-qspn-arc` steps).
+    let (mac_a, mac_b) = (mac_of(&a, "eth0"), mac_of(&b, "eth0"));
+    a.daemon
+        .ok(&["add-identity-arc", "0", "eth0", &mac_b, "169.254.2.1"]);
+    a.daemon.ok(&["add-qspn-arc", "0", "eth0", &mac_b]);
+    b.daemon
+        .ok(&["add-identity-arc", "0", "eth0", &mac_a, "169.254.1.1"]);
+    b.daemon.ok(&["add-qspn-arc", "0", "eth0", &mac_a]);
+    assert!(
+        reaches(&a, &b, Duration::from_secs(20)).is_some(),
+        "A reaches B over the declared arc; A: {}",
+        a.daemon.ok(&["status"])
+    );
+    let arcs = a.daemon.ok(&["show-arcs", "0"]);
+    assert!(
+        arcs.contains("eth0") && !arcs.contains("eth1"),
+        "only the declared arc: {arcs}"
+    );
+    assert!(
+        reaches(&a, &c, Duration::from_secs(2)).is_none(),
+        "C, discovered but not declared, is no arc of A"
+    );
+    // B's link goes down long enough for the arc to die; the declaration stays.
+    b.ns.sh("ip link set eth0 down");
+    std::thread::sleep(Duration::from_secs(2));
+    let arcs = a.daemon.ok(&["show-arcs", "0"]);
+    assert!(arcs.contains("eth0"), "the declaration stays: {arcs}");
+    b.ns.sh("ip link set eth0 up");
+    assert!(
+        reaches(&a, &b, Duration::from_secs(20)).is_some(),
+        "the qspn arc comes back with B; A: {}",
+        a.daemon.ok(&["status"])
+    );
+}

@@ -51,6 +51,8 @@ impl Lab<'_> {
             ])
             .args(["--address", def.address.get_ref()])
             .args(["--interface", &format!("eth1={}", def.linklocal.get_ref())])
+            .args(["--paths", self.paths.daemon_arg()])
+            .args(self.paths.daemon_extra())
             .args(["--rt-tables-dir", "none", "--state-dir"])
             .arg(self.dir.join("state"))
             .env("RUST_LOG", "info")

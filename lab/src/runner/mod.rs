@@ -9,6 +9,7 @@
 mod checks;
 mod daemons;
 mod exact;
+mod mode;
 mod report;
 mod topology;
 
@@ -27,6 +28,7 @@ use ntkplane::daemon::proto::Feed;
 use serde_json::Value;
 
 pub use checks::{compare_marks, compare_tables, Failure};
+pub use mode::{Converge, PathsMode};
 pub use topology::{clean_all, lab_leftovers, lab_namespaces};
 
 use crate::scenario::{KernelCheck, Origin, Scenario, Step, DURING_PERIOD_MS};
@@ -73,6 +75,10 @@ pub struct Options {
     pub bin: PathBuf,
     /// Leave the lab running at the end.
     pub keep: bool,
+    /// Where the daemons' paths come from (`--paths`).
+    pub paths: PathsMode,
+    /// Protocol mode: how long a check waits for the daemons to converge.
+    pub converge: Duration,
 }
 
 /// One check's outcome, for the report.
@@ -140,6 +146,8 @@ pub struct Lab<'a> {
     hosts: BTreeMap<String, String>,
     bin: PathBuf,
     keep: bool,
+    paths: PathsMode,
+    converge: Converge,
     /// Last feed sent per (system, identity index): only changes are sent again.
     fed: BTreeMap<(String, u32), Feed>,
     pub results: Vec<CheckResult>,
@@ -171,6 +179,8 @@ impl<'a> Lab<'a> {
             hosts: BTreeMap::new(),
             bin: opts.bin.clone(),
             keep: opts.keep,
+            paths: opts.paths,
+            converge: Converge::for_mode(opts.paths, opts.converge),
             fed: BTreeMap::new(),
             results: vec![],
             passed: false,
@@ -388,6 +398,9 @@ impl<'a> Lab<'a> {
             return Ok("daemon up".into());
         }
         if let Some(g) = &s.feed {
+            if !self.paths.feeds() {
+                return Ok("skipped: the daemons' protocols find the paths".into());
+            }
             return self.feed(g.get_ref());
         }
         if let Some(group) = &s.parallel {
@@ -479,7 +492,9 @@ impl<'a> Lab<'a> {
             return Ok(Done::Note(String::new()));
         }
         if let Some(k) = &s.check {
-            let failures = self.kernel_check(k, &loc("check"));
+            let (failures, _) = self
+                .converge
+                .settle(|| self.kernel_check(k, &loc("check")), stopped);
             let what = format!(
                 "{} {}: {}",
                 k.on.get_ref(),
@@ -493,7 +508,7 @@ impl<'a> Lab<'a> {
             });
         }
         if let Some(p) = &s.ping {
-            let (what, errors) = self.ping(p)?;
+            let (what, errors) = self.settled(|| self.ping(p))?;
             let l = loc("ping");
             return Ok(Done::Check {
                 what,
@@ -505,7 +520,7 @@ impl<'a> Lab<'a> {
             });
         }
         if let Some(u) = &s.udp {
-            let (what, errors) = self.udp(u, i)?;
+            let (what, errors) = self.settled(|| self.udp(u, i))?;
             let l = loc("udp");
             return Ok(Done::Check {
                 what,
@@ -517,6 +532,33 @@ impl<'a> Lab<'a> {
             });
         }
         unreachable!("checked at load: one action per step")
+    }
+
+    /// A packet check (`ping`, `udp`: what was sent, what went wrong) compared until it
+    /// holds or the convergence bound passed; an error to run it ends the wait at once.
+    fn settled(
+        &self,
+        mut check: impl FnMut() -> Result<(String, Vec<String>), String>,
+    ) -> Result<(String, Vec<String>), String> {
+        let mut what = String::new();
+        let mut fatal = None;
+        let (errors, _) = self.converge.settle(
+            || match check() {
+                Ok((w, e)) => {
+                    what = w;
+                    e
+                }
+                Err(e) => {
+                    fatal = Some(e);
+                    vec![]
+                }
+            },
+            stopped,
+        );
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok((what, errors)),
+        }
     }
 
     /// Where the daemons' logs are (kept after a failed run).

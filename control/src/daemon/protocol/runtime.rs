@@ -53,6 +53,11 @@ pub struct Options {
     /// is in our network). Off: qspnclient's way, a person or the hooking logic types
     /// `add-qspn-arc`.
     pub auto_qspn: bool,
+    /// `--real-arcs declared`: a discovered arc is not made an identity arc (nor a qspn arc)
+    /// by the runtime, and a dead one does not remove the declared identity arc; commands
+    /// declare the arcs in use, as qspnclient's `add_real_arc` did. The runtime still
+    /// measures every neighbour and carries QSPN over the declared arcs it measured.
+    pub declared_arcs: bool,
     /// The network key (`--network-key FILE`), already read.
     pub key: Option<wire::NetworkKey>,
     pub timers: neighborhood::Timers,
@@ -71,6 +76,7 @@ impl Default for Options {
         Options {
             port: 60269,
             auto_qspn: false,
+            declared_arcs: false,
             key: None,
             timers: neighborhood::Timers::default(),
             retry: Duration::from_millis(250),
@@ -790,13 +796,15 @@ impl Runtime {
                             seed_us,
                         },
                     );
-                    self.submit(Request::AddIdentityArc {
-                        identity: MAIN,
-                        nic: nic.clone(),
-                        peer_mac: mac,
-                        peer_linklocal: ll,
-                    });
-                    if self.opts.auto_qspn {
+                    if !self.opts.declared_arcs {
+                        self.submit(Request::AddIdentityArc {
+                            identity: MAIN,
+                            nic: nic.clone(),
+                            peer_mac: mac,
+                            peer_linklocal: ll,
+                        });
+                    }
+                    if self.opts.auto_qspn && !self.opts.declared_arcs {
                         self.submit(Request::AddQspnArc {
                             identity: MAIN,
                             nic,
@@ -852,7 +860,9 @@ impl Runtime {
                         let o = self.qspn.arc_remove(a);
                         Box::pin(self.qspn_out(o)).await;
                     }
-                    if let Some(k) = self.model_arc_on(&key) {
+                    // A declared arc stays declared (its qspn arc returns with the
+                    // neighbour, in follow_model).
+                    if let Some(k) = self.model_arc_on(&key).filter(|_| !self.opts.declared_arcs) {
                         self.submit(Request::RemoveArc {
                             identity: MAIN,
                             arc: k,
