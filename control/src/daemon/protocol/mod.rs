@@ -3,6 +3,7 @@
 //! docs/PROTOCOL.md for the wire format and the timers.
 pub mod feed;
 pub mod link;
+pub mod peers;
 mod runtime;
 
 pub use runtime::{spawn, Handle, Options, Shared, Status};
