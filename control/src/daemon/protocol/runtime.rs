@@ -197,6 +197,12 @@ struct Runtime {
     peers: Peers,
     /// What we last announced on each real arc.
     announced: BTreeMap<RealArc, Vec<PeerIdentity>>,
+    /// (identity, arc index) → the peer identity the arc was first resolved to (its real arc
+    /// and NodeID). An identity arc leads to an identity, not to a MAC: when the peer
+    /// migrates, its old identity takes a pseudo-interface and a new identity takes the MAC,
+    /// and the arc keeps leading to the old one (until `neighbour-migrated` re-keys it to the
+    /// pseudo MAC and a new arc takes the MAC), as identity arcs did in the reference.
+    bound: BTreeMap<(u32, u32), (RealArc, u32)>,
     next_announce: Instant,
     calls: HashMap<u32, Call>,
     next_call: u32,
@@ -361,6 +367,7 @@ async fn run(
         insts: BTreeMap::new(),
         peers: Peers::default(),
         announced: BTreeMap::new(),
+        bound: BTreeMap::new(),
         next_announce: Instant::now(),
         calls: HashMap::new(),
         next_call: (rng >> 32) as u32,
@@ -679,6 +686,13 @@ impl Runtime {
     /// instances follow the identities, their arcs the identities' qspn arcs, and every real
     /// arc is told our identities if they changed.
     async fn follow_model(&mut self) {
+        let model = self.model.clone();
+        self.bound.retain(|(i, k), _| {
+            model
+                .identities
+                .get(i)
+                .is_some_and(|id| id.arcs.contains_key(k))
+        });
         self.follow_identities().await;
         let idxs: Vec<u32> = self.insts.keys().copied().collect();
         for idx in idxs {
@@ -927,20 +941,60 @@ impl Runtime {
         self.calls.retain(|_, c| !(c.idx == idx && c.arc == a));
     }
 
-    /// Where identity `idx`'s QSPN arc `a` goes on the wire: (NIC, the peer system's real
-    /// link-local, the peer identity's NodeID).
-    fn route_of(&self, idx: u32, a: ArcId) -> Option<(String, SocketAddrV4, u32)> {
-        let k = self.insts.get(&idx)?.model_of.get(&a)?;
-        let arc = self.model.identity(idx).ok()?.arcs.get(k)?;
-        let (real, dst) = self
+    /// Whether the peer identity an arc is bound to is still announced on its real arc.
+    fn binding_holds(&self, (real, wid): &(RealArc, u32)) -> bool {
+        self.phys.contains_key(real) && self.peers.on_arc(real).iter().any(|p| p.node_id == *wid)
+    }
+
+    /// The peer identity of identity arc `k` of identity `idx`: the one it is bound to while
+    /// that one is announced, else (bound now) the one announced with the arc's peer MAC.
+    fn peer_of(&mut self, idx: u32, k: u32) -> Option<(RealArc, u32)> {
+        if let Some(b) = self.bound.get(&(idx, k)) {
+            if self.binding_holds(b) {
+                return Some(b.clone());
+            }
+        }
+        let arc = self.model.identity(idx).ok()?.arcs.get(&k)?;
+        let b = self
             .peers
             .resolve(&arc.nic, arc.peer_mac, self.phys.keys())?;
+        self.bound.insert((idx, k), b.clone());
+        Some(b)
+    }
+
+    /// Where identity `idx`'s QSPN arc `a` goes on the wire: (NIC, the peer system's real
+    /// link-local, the peer identity's NodeID).
+    fn route_of(&mut self, idx: u32, a: ArcId) -> Option<(String, SocketAddrV4, u32)> {
+        let k = *self.insts.get(&idx)?.model_of.get(&a)?;
+        let (real, dst) = self.peer_of(idx, k)?;
         let p = self.phys.get(&real)?;
-        Some((
-            arc.nic.clone(),
-            SocketAddrV4::new(p.peer_ll, self.opts.port),
-            dst,
-        ))
+        Some((real.0, SocketAddrV4::new(p.peer_ll, self.opts.port), dst))
+    }
+
+    /// The identity arc of identity `idx` a message from peer identity `src` over `real`
+    /// came over: the one bound to that identity, else one towards its announced MAC that
+    /// is not bound to another identity still announced (then bound to `src`).
+    fn arc_from(&mut self, idx: u32, real: &RealArc, src: u32) -> Option<u32> {
+        let b = (real.clone(), src);
+        if let Some(((_, k), _)) = self.bound.iter().find(|((i, _), v)| *i == idx && **v == b) {
+            return Some(*k);
+        }
+        let mac = self.peers.mac_of(real, src)?;
+        let k = self
+            .model
+            .identity(idx)
+            .ok()?
+            .arcs
+            .iter()
+            .find_map(|(k, a)| {
+                let free = self
+                    .bound
+                    .get(&(idx, *k))
+                    .is_none_or(|other| !self.binding_holds(other));
+                (a.nic == real.0 && a.peer_mac == mac && free).then_some(*k)
+            })?;
+        self.bound.insert((idx, k), b);
+        Some(k)
     }
 
     async fn call(&mut self, idx: u32, a: ArcId, msg: QspnMessage) {
@@ -971,10 +1025,10 @@ impl Runtime {
 
     /// Sends call `call` if its peer identity is resolved (else its next retry tries again).
     async fn transmit(&mut self, call: u32) {
-        let Some(c) = self.calls.get(&call) else {
+        let Some((idx, arc, msg)) = self.calls.get(&call).map(|c| (c.idx, c.arc, c.msg.clone()))
+        else {
             return;
         };
-        let (idx, arc) = (c.idx, c.arc);
         let Some((nic, to, dst)) = self.route_of(idx, arc) else {
             count(&self.counters, "call_unresolved");
             return;
@@ -986,7 +1040,7 @@ impl Runtime {
             src,
             dst,
             call,
-            msg: c.msg.clone(),
+            msg,
         };
         if let Some(bytes) = self.send(&nic, to, &m).await {
             if let Some(c) = self.calls.get_mut(&call) {
@@ -1374,16 +1428,11 @@ impl Runtime {
             count(&self.counters, "dropped_unknown_identity");
             return;
         };
-        let Some(peer_mac) = self.peers.mac_of(&real, src) else {
+        if self.peers.mac_of(&real, src).is_none() {
             count(&self.counters, "dropped_unknown_peer_identity");
             return;
-        };
-        let k = self.model.identity(idx).ok().and_then(|id| {
-            id.arcs
-                .iter()
-                .find(|(_, a)| a.nic == nic && a.peer_mac == peer_mac)
-                .map(|(k, _)| *k)
-        });
+        }
+        let k = self.arc_from(idx, &real, src);
         let Some(a) = k.and_then(|k| self.insts.get(&idx)?.arc_of.get(&k).copied()) else {
             // Not (yet) one of our qspn arcs: no answer, the caller tries again
             // (qspn.md §8.1's wait for the arc, on the caller's side).
