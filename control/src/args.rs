@@ -96,9 +96,10 @@ pub struct RunArgs {
     /// differ from the persisted ones is refused without it)
     #[arg(long)]
     pub discard_state: bool,
-    /// Where paths come from: `feed` (the commands `etp`, `set-paths`, `set-neighbour`, …)
-    /// or `protocol` (neighbour discovery and QSPN with the neighbours, docs/PROTOCOL.md)
-    #[arg(long, default_value = "feed", value_parser = ["feed", "protocol"])]
+    /// Where paths come from: `protocol` (neighbour discovery and QSPN with the neighbours,
+    /// docs/PROTOCOL.md) or `feed` (only the commands `etp`, `set-paths`, `set-neighbour`, …:
+    /// for tests and the lab's path solver)
+    #[arg(long, default_value = "protocol", value_parser = ["feed", "protocol"])]
     pub paths: String,
     /// Protocol mode: `auto` makes every discovered neighbour's main identity a qspn arc (a
     /// mesh where every neighbour is in our network); `manual` waits for `add-qspn-arc`
