@@ -113,6 +113,11 @@ pub struct RunArgs {
     /// neighbours on one shared segment that are not all meant to be arcs (the lab).
     #[arg(long, default_value = "auto", value_parser = ["auto", "declared"])]
     pub real_arcs: String,
+    /// Protocol mode: the cost of the real arc to the neighbour MAC on NIC, in µs, instead of
+    /// the measured round-trip time (qspnclient's `add_real_arc FROM TO COST`); repeatable.
+    /// Such an arc gets no random tie breaker and keeps its cost whatever the RTT does.
+    #[arg(long = "arc-cost", value_name = "NIC=MAC=US")]
+    pub arc_costs: Vec<String>,
     /// Protocol mode: a file with the network key (at least 32 bytes, or 64 hex digits);
     /// every protocol datagram then carries an HMAC-SHA256 with replay protection
     #[arg(long, value_name = "FILE")]

@@ -58,6 +58,7 @@ fn protocol_options(a: &RunArgs) -> anyhow::Result<Option<ntkplane::daemon::prot
             (a.network_key.is_some(), "--network-key"),
             (a.qspn_arcs != "manual", "--qspn-arcs"),
             (a.real_arcs != "auto", "--real-arcs"),
+            (!a.arc_costs.is_empty(), "--arc-cost"),
         ] {
             anyhow::ensure!(!set, "{flag} needs --paths protocol");
         }
@@ -69,6 +70,11 @@ fn protocol_options(a: &RunArgs) -> anyhow::Result<Option<ntkplane::daemon::prot
         declared_arcs: a.real_arcs == "declared",
         ..Default::default()
     };
+    for c in &a.arc_costs {
+        let (nic, mac, us) = ntkplane::daemon::protocol::parse_arc_cost(c)
+            .map_err(|e| anyhow::anyhow!("--arc-cost {c}: {e}"))?;
+        o.pinned.insert((nic, mac), us);
+    }
     if let Some(f) = &a.network_key {
         o.key = Some(
             ntkplane::wire::NetworkKey::from_file(f)

@@ -30,7 +30,9 @@ impl PathsMode {
     /// `add_real_arc`, the scenario's `add-identity-arc` steps say which arcs are used.
     pub fn daemon_extra(self) -> &'static [&'static str] {
         match self {
-            PathsMode::Protocol => &["--real-arcs", "declared"],
+            // Liveness is not what the scenarios check, and a loaded 2-CPU machine delays
+            // probe answers by seconds: an arc that dies mid-scenario would take its paths.
+            PathsMode::Protocol => &["--real-arcs", "declared", "--dead-after-ms", "20000"],
             PathsMode::Feed => &[],
         }
     }

@@ -6,4 +6,4 @@ pub mod link;
 pub mod peers;
 mod runtime;
 
-pub use runtime::{spawn, Handle, Options, Shared, Status};
+pub use runtime::{parse_arc_cost, spawn, Handle, Options, Shared, Status};

@@ -69,6 +69,10 @@ pub struct Options {
     /// declare the arcs in use, as qspnclient's `add_real_arc` did. The runtime still
     /// measures every neighbour and carries QSPN over the declared arcs it measured.
     pub declared_arcs: bool,
+    /// `--arc-cost`: (NIC, neighbour MAC) → the real arc's cost in µs, instead of its RTT
+    /// (qspnclient's `add_real_arc` cost; the lab gives its graphs' costs this way, so that
+    /// QSPN chooses among the same costs as the path solver). No tie breaker is added.
+    pub pinned: BTreeMap<(String, MacAddr), u64>,
     /// The network key (`--network-key FILE`), already read.
     pub key: Option<wire::NetworkKey>,
     pub timers: neighborhood::Timers,
@@ -88,6 +92,7 @@ impl Default for Options {
             port: 60269,
             auto_qspn: false,
             declared_arcs: false,
+            pinned: BTreeMap::new(),
             key: None,
             timers: neighborhood::Timers::default(),
             retry: Duration::from_millis(250),
@@ -96,6 +101,24 @@ impl Default for Options {
             arc_backoff: Duration::from_secs(2),
         }
     }
+}
+
+/// `--arc-cost NIC=MAC=US`.
+pub fn parse_arc_cost(s: &str) -> Result<(String, MacAddr, u64), String> {
+    let mut it = s.splitn(3, '=');
+    let (Some(nic), Some(mac), Some(us)) = (it.next(), it.next(), it.next()) else {
+        return Err("expected NIC=MAC=MICROSECONDS".into());
+    };
+    if nic.is_empty() {
+        return Err("empty NIC name".into());
+    }
+    let mac: MacAddr = mac.parse().map_err(|e| format!("{e}"))?;
+    let us: u64 = us
+        .parse()
+        .ok()
+        .filter(|u| *u > 0)
+        .ok_or_else(|| format!("'{us}' is not a positive number of microseconds"))?;
+    Ok((nic.to_string(), mac, us))
 }
 
 /// What the runtime shows `status` and `/metrics`: its counters (datagrams in/out, drops by
@@ -708,6 +731,14 @@ impl Runtime {
     /// others (qspn.md §13.3 `make_real`, §13.4 `make_connectivity`).
     async fn follow_identities(&mut self) {
         let model = self.model.clone();
+        // New ones first: one born by entering or migrating copies its previous identity's
+        // instance as it was before that one was made connectivity, or went (an entry's old
+        // identity is dismissed in the same model change that creates the new one).
+        for (idx, id) in &model.identities {
+            if !self.insts.contains_key(idx) {
+                self.create_instance(*idx, id).await;
+            }
+        }
         let gone: Vec<u32> = self
             .insts
             .keys()
@@ -719,13 +750,6 @@ impl Runtime {
             self.insts.remove(&idx);
             self.calls.retain(|_, c| c.idx != idx);
             self.timers.retain(|_, (i, _)| *i != idx);
-        }
-        // New ones first: a migration's new identity copies its previous identity's instance
-        // as it was before that one was made connectivity.
-        for (idx, id) in &model.identities {
-            if !self.insts.contains_key(idx) {
-                self.create_instance(*idx, id).await;
-            }
         }
         for (idx, id) in &model.identities {
             let Some(inst) = self.insts.get_mut(idx) else {
@@ -772,8 +796,16 @@ impl Runtime {
         };
         let params = Params::new(self.gsizes.clone(), self.rand());
         let my = id.address.positions().to_vec();
-        let prev = id
-            .copy_of
+        // The previous identity: `copy_of`, or (an entry's old identity is dismissed in the
+        // same model change, which clears `copy_of`) the pending operation that made it.
+        let previous = id.copy_of.or_else(|| {
+            self.model
+                .ops
+                .values()
+                .find(|p| p.new_identity == Some(idx))
+                .map(|p| p.prepare.old)
+        });
+        let prev = previous
             .filter(|_| id.bootstrap_level.is_some())
             .and_then(|p| Some((p, self.insts.get(&p)?)));
         let (qspn, outs, mapped) = match prev {
@@ -1233,7 +1265,10 @@ impl Runtime {
                         MacAddr(arc.peer_mac()),
                         arc.peer_addr(),
                     );
-                    let seed_us = self.rand() % 1000;
+                    let (cost_us, seed_us) = match self.opts.pinned.get(&(nic.clone(), mac)) {
+                        Some(c) => (*c, 0),
+                        None => (cost_us, self.rand() % 1000),
+                    };
                     tracing::info!(nic, %mac, %ll, cost_us, "protocol: arc up");
                     if let Ok(mut st) = self.counters.lock() {
                         st.arcs.insert((nic.clone(), mac.to_string()), cost_us);
@@ -1267,6 +1302,9 @@ impl Runtime {
                 }
                 N::ArcChanged { arc, cost_us } => {
                     let key = (arc.nic().to_string(), MacAddr(arc.peer_mac()));
+                    if self.opts.pinned.contains_key(&key) {
+                        continue; // its cost is the declared one
+                    }
                     let Some(p) = self.phys.get_mut(&key) else {
                         continue;
                     };
@@ -1485,6 +1523,30 @@ impl Runtime {
                 self.qspn_out(idx, o).await;
             }
             QspnMessage::GotPrepareDestroy | QspnMessage::GotDestroy => {}
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn arc_costs_parse() {
+        let mac: MacAddr = "00:16:3E:EC:A3:E1".parse().unwrap();
+        assert_eq!(
+            parse_arc_cost("eth1=00:16:3E:EC:A3:E1=10000"),
+            Ok(("eth1".into(), mac, 10000))
+        );
+        for bad in [
+            "eth1=00:16:3E:EC:A3:E1",
+            "=00:16:3E:EC:A3:E1=1",
+            "eth1=00:16:3E:EC:A3=1",
+            "eth1=00:16:3E:EC:A3:E1=0",
+            "eth1=00:16:3E:EC:A3:E1=-5",
+            "eth1=00:16:3E:EC:A3:E1=ten",
+        ] {
+            assert!(parse_arc_cost(bad).is_err(), "{bad}");
         }
     }
 }
