@@ -56,7 +56,11 @@ impl Lab<'_> {
             .args(self.arc_cost_args(name))
             .args(["--rt-tables-dir", "none", "--state-dir"])
             .arg(self.dir.join("state"))
-            .env("RUST_LOG", "info")
+            // `NTKPLANE_LAB_LOG=debug` (or any filter) for the daemons' logs.
+            .env(
+                "RUST_LOG",
+                std::env::var("NTKPLANE_LAB_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         if def.serve_anonymous {
