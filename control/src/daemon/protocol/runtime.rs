@@ -303,6 +303,30 @@ pub fn spawn(
     }
 }
 
+/// xorshift64*: tie-breaker seeds, call ids and fingerprints need no more.
+fn next_rand(rng: &mut u64) -> u64 {
+    *rng ^= *rng >> 12;
+    *rng ^= *rng << 25;
+    *rng ^= *rng >> 27;
+    rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+}
+
+/// A new identity's level-0 fingerprint. Its eldership, the same at every level, is drawn
+/// at random: qspnclient's commands carried elderships (the order of arrival in each
+/// g-node), the model keeps none (they have no kernel effect), and with equal elderships
+/// every member of a g-node took itself for the eldest, so its members advertised it with
+/// different fingerprints and neighbours took it for split (S2: ε₂ ignored λ₁'s g-node
+/// 2·1·). Random elderships give every member the same eldest, hence the same fingerprint.
+fn new_fingerprint(rng: &mut u64, levels: usize) -> Fingerprint {
+    let e = (next_rand(rng) % (u64::from(crate::qspn::msg::NULL_ELDERSHIP) - 1)) as u32;
+    Fingerprint {
+        id: next_rand(rng) >> 1,
+        level: 0,
+        elderships: vec![e; levels],
+        elderships_seed: vec![],
+    }
+}
+
 fn random_u64() -> u64 {
     u64::from_le_bytes(crate::daemon::random_bytes::<8>())
 }
@@ -446,11 +470,7 @@ impl Runtime {
     }
 
     fn rand(&mut self) -> u64 {
-        // xorshift64*: tie-breaker seeds and call ids need no more.
-        self.rng ^= self.rng >> 12;
-        self.rng ^= self.rng << 25;
-        self.rng ^= self.rng >> 27;
-        self.rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
+        next_rand(&mut self.rng)
     }
 
     /// The main identity's index (the one in the default namespace).
@@ -767,12 +787,7 @@ impl Runtime {
                 }
                 _ => {
                     tracing::info!(idx, address = %id.address, "protocol: identity made real");
-                    let fp = Fingerprint {
-                        id: self.rng.rotate_left(*idx) >> 1,
-                        level: 0,
-                        elderships: vec![0; new.len()],
-                        elderships_seed: vec![],
-                    };
+                    let fp = new_fingerprint(&mut self.rng, new.len());
                     inst.qspn.make_real(&update, None, fp)
                 }
             };
@@ -788,12 +803,7 @@ impl Runtime {
     /// arcs queued for the bootstrap task (qspn.md §13.2); otherwise a network of its own.
     async fn create_instance(&mut self, idx: u32, id: &Identity) {
         let l = self.gsizes.len();
-        let fp = Fingerprint {
-            id: self.rand() >> 1,
-            level: 0,
-            elderships: vec![0; l],
-            elderships_seed: vec![],
-        };
+        let fp = new_fingerprint(&mut self.rng, l);
         let params = Params::new(self.gsizes.clone(), self.rand());
         let my = id.address.positions().to_vec();
         // The previous identity: `copy_of`, or (an entry's old identity is dismissed in the
