@@ -1213,7 +1213,7 @@ impl Runtime {
     /// identity arc (the reference's Identities module); `add-identity-arc` through the
     /// writer, answered "already" when it is.
     fn learn_identity_arcs(&self) {
-        for (arc, _) in &self.phys {
+        for arc in self.phys.keys() {
             for p in self.peers.on_arc(arc) {
                 let mac = MacAddr(p.mac);
                 for (k, id) in &self.model.identities {
