@@ -311,14 +311,22 @@ fn next_rand(rng: &mut u64) -> u64 {
     rng.wrapping_mul(0x2545_f491_4f6c_dd1d)
 }
 
-/// A new identity's level-0 fingerprint. Its eldership, the same at every level, is drawn
-/// at random: qspnclient's commands carried elderships (the order of arrival in each
-/// g-node), the model keeps none (they have no kernel effect), and with equal elderships
-/// every member of a g-node took itself for the eldest, so its members advertised it with
-/// different fingerprints and neighbours took it for split (S2: ε₂ ignored λ₁'s g-node
-/// 2·1·). Random elderships give every member the same eldest, hence the same fingerprint.
+/// A new identity's level-0 fingerprint. Its eldership, the same at every level, is the
+/// time it was made (seconds since 2026-01-01): qspnclient's commands carried elderships
+/// (the order of arrival in each g-node), the model keeps none (they have no kernel
+/// effect). With all elderships equal every member of a g-node took itself for the eldest,
+/// so members advertised it with different fingerprints and neighbours took it for split
+/// (S2: ε₂ ignored λ₁'s g-node 2·1·). With arrival times a newcomer is the youngest, as in
+/// the reference, so a g-node's fingerprint does not change when someone joins it; equal
+/// ones go to the smaller id (`qspn::fingerprint::construct`).
 fn new_fingerprint(rng: &mut u64, levels: usize) -> Fingerprint {
-    let e = (next_rand(rng) % (u64::from(crate::qspn::msg::NULL_ELDERSHIP) - 1)) as u32;
+    const BASE_2026: u64 = 1_767_225_600;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs());
+    let e = now
+        .saturating_sub(BASE_2026)
+        .min(u64::from(crate::qspn::msg::NULL_ELDERSHIP) - 1) as u32;
     Fingerprint {
         id: next_rand(rng) >> 1,
         level: 0,
