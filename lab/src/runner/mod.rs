@@ -12,6 +12,7 @@ mod exact;
 mod mode;
 mod report;
 mod topology;
+mod window;
 
 use std::{
     collections::BTreeMap,
@@ -196,6 +197,7 @@ impl<'a> Lab<'a> {
     pub fn run_steps(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), LabError> {
         let sc: &'a Scenario = self.sc;
         let total = sc.steps.len();
+        let paths = self.paths;
         let running = AtomicUsize::new(0);
         let running = &running;
         std::thread::scope(|scope| {
@@ -209,10 +211,10 @@ impl<'a> Lab<'a> {
                 }
                 running.store(i, Ordering::SeqCst);
                 let (starting, waiting): (Vec<usize>, Vec<usize>) =
-                    armed.iter().partition(|d| window_of(sc, **d).0 == i);
+                    armed.iter().partition(|d| window_of(sc, paths, **d).0 == i);
                 armed = waiting;
                 for d in starting {
-                    let (_, to, k) = window_of(sc, d);
+                    let (_, to, k) = window_of(sc, paths, d);
                     let loc = Loc {
                         sc,
                         file: &sc.steps[d].0.file,
@@ -236,7 +238,7 @@ impl<'a> Lab<'a> {
                 let r = match &step.during {
                     Some(_) => {
                         armed.push(i);
-                        let (from, to, _) = window_of(sc, i);
+                        let (from, to, _) = window_of(sc, paths, i);
                         Ok(format!("armed for steps {}–{}", from + 1, to + 1))
                     }
                     None => self.step(i, origin, step),
@@ -292,7 +294,7 @@ impl<'a> Lab<'a> {
         let crashed = joined.is_err();
         let seen = joined.unwrap_or_default();
         let sc = self.sc;
-        let (from, to, k) = window_of(sc, w.during);
+        let (from, to, k) = window_of(sc, self.paths, w.during);
         let what = format!(
             "during steps {}–{}: {} {}",
             from + 1,
@@ -580,10 +582,18 @@ impl Drop for Lab<'_> {
     }
 }
 
-/// A `during` step's window: (from, to, check).
-fn window_of(sc: &Scenario, d: usize) -> (usize, usize, &KernelCheck) {
+/// A `during` step's window: (from, to, check); in protocol mode a window that lasts until
+/// a feed ends before the first step that can deliver an ETP ([`window::protocol_end`]).
+fn window_of(sc: &Scenario, paths: PathsMode, d: usize) -> (usize, usize, &KernelCheck) {
     let w = sc.steps[d].1.during.as_ref().expect("a during step");
-    (sc.ids[w.from.get_ref()], sc.ids[w.to.get_ref()], &w.check)
+    let (from, to) = (sc.ids[w.from.get_ref()], sc.ids[w.to.get_ref()]);
+    let to = if paths.feeds() {
+        to
+    } else {
+        let kinds: Vec<window::Kind> = sc.steps.iter().map(|(_, s)| window::kind(s)).collect();
+        window::protocol_end(&kinds, from, to)
+    };
+    (from, to, &w.check)
 }
 
 /// A `during` window's sampler: samples the check so that two samples start at most
