@@ -96,14 +96,28 @@ pub struct RunArgs {
     /// differ from the persisted ones is refused without it)
     #[arg(long)]
     pub discard_state: bool,
-    /// Where paths come from: `feed` (the commands `etp`, `set-paths`, `set-neighbour`, …)
-    /// or `protocol` (neighbour discovery and QSPN with the neighbours, docs/PROTOCOL.md)
-    #[arg(long, default_value = "feed", value_parser = ["feed", "protocol"])]
+    /// Where paths come from: `protocol` (neighbour discovery and QSPN with the neighbours,
+    /// docs/PROTOCOL.md) or `feed` (only the commands `etp`, `set-paths`, `set-neighbour`, …:
+    /// for tests and the lab's path solver)
+    #[arg(long, default_value = "protocol", value_parser = ["feed", "protocol"])]
     pub paths: String,
     /// Protocol mode: `auto` makes every discovered neighbour's main identity a qspn arc (a
     /// mesh where every neighbour is in our network); `manual` waits for `add-qspn-arc`
     #[arg(long, default_value = "manual", value_parser = ["manual", "auto"])]
     pub qspn_arcs: String,
+    /// Protocol mode: which discovered arcs carry identity arcs. `auto`: every arc the
+    /// neighbour discovery finds becomes an identity arc of the main identity. `declared`:
+    /// qspnclient's `add_real_arc` — discovery measures every neighbour, but only the arcs a
+    /// command declared (`add-identity-arc`, `neighbour-migrated`) are used, and a dead
+    /// arc's declaration stays (its qspn arc comes back when the neighbour does). For
+    /// neighbours on one shared segment that are not all meant to be arcs (the lab).
+    #[arg(long, default_value = "auto", value_parser = ["auto", "declared"])]
+    pub real_arcs: String,
+    /// Protocol mode: the cost of the real arc to the neighbour MAC on NIC, in µs, instead of
+    /// the measured round-trip time (qspnclient's `add_real_arc FROM TO COST`); repeatable.
+    /// Such an arc gets no random tie breaker and keeps its cost whatever the RTT does.
+    #[arg(long = "arc-cost", value_name = "NIC=MAC=US")]
+    pub arc_costs: Vec<String>,
     /// Protocol mode: a file with the network key (at least 32 bytes, or 64 hex digits);
     /// every protocol datagram then carries an HMAC-SHA256 with replay protection
     #[arg(long, value_name = "FILE")]

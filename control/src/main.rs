@@ -57,6 +57,8 @@ fn protocol_options(a: &RunArgs) -> anyhow::Result<Option<ntkplane::daemon::prot
         for (set, flag) in [
             (a.network_key.is_some(), "--network-key"),
             (a.qspn_arcs != "manual", "--qspn-arcs"),
+            (a.real_arcs != "auto", "--real-arcs"),
+            (!a.arc_costs.is_empty(), "--arc-cost"),
         ] {
             anyhow::ensure!(!set, "{flag} needs --paths protocol");
         }
@@ -65,8 +67,14 @@ fn protocol_options(a: &RunArgs) -> anyhow::Result<Option<ntkplane::daemon::prot
     let mut o = ntkplane::daemon::protocol::Options {
         port: a.protocol_port,
         auto_qspn: a.qspn_arcs == "auto",
+        declared_arcs: a.real_arcs == "declared",
         ..Default::default()
     };
+    for c in &a.arc_costs {
+        let (nic, mac, us) = ntkplane::daemon::protocol::parse_arc_cost(c)
+            .map_err(|e| anyhow::anyhow!("--arc-cost {c}: {e}"))?;
+        o.pinned.insert((nic, mac), us);
+    }
     if let Some(f) = &a.network_key {
         o.key = Some(
             ntkplane::wire::NetworkKey::from_file(f)

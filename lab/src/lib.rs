@@ -4,6 +4,7 @@
 //! tables; and reading a namespace's kernel state back for the checks.
 //!
 //! The daemon never uses any of this: this crate depends on `ntkplane`, never the reverse.
+pub mod arc_costs;
 pub mod expect;
 pub mod feed;
 pub mod icmp;

@@ -3,7 +3,10 @@
 use std::{path::PathBuf, process::ExitCode};
 
 use clap::{Parser, Subcommand};
-use ntkplane_lab::{runner, scenario::Scenario};
+use ntkplane_lab::{
+    runner::{self, PathsMode},
+    scenario::Scenario,
+};
 
 #[derive(Parser)]
 #[command(
@@ -27,6 +30,14 @@ enum LabCmd {
         /// The `ntkplane` binary the systems run (default: the one beside this binary)
         #[arg(long)]
         daemon: Option<PathBuf>,
+        /// Where the daemons' paths come from: `protocol` (their own discovery and QSPN;
+        /// `feed` steps are skipped and each check waits for convergence) or `feed` (the
+        /// path solver's `etp` at each `feed` step)
+        #[arg(long, value_enum, default_value_t = PathsMode::Protocol)]
+        paths: PathsMode,
+        /// Protocol mode: how long a check is compared again before it fails
+        #[arg(long, default_value_t = 30_000, value_name = "MS")]
+        converge_ms: u64,
     },
     /// Check a scenario file only (nothing is created)
     Check { file: PathBuf },
@@ -35,7 +46,7 @@ enum LabCmd {
 }
 
 fn main() -> ExitCode {
-    let (file, keep, daemon) = match Cli::parse().command {
+    let (file, keep, daemon, paths, converge_ms) = match Cli::parse().command {
         LabCmd::Clean => {
             for g in runner::clean_all() {
                 println!("removed {g}");
@@ -43,7 +54,13 @@ fn main() -> ExitCode {
             return ExitCode::SUCCESS;
         }
         LabCmd::Check { file } => return check(&file),
-        LabCmd::Run { file, keep, daemon } => (file, keep, daemon),
+        LabCmd::Run {
+            file,
+            keep,
+            daemon,
+            paths,
+            converge_ms,
+        } => (file, keep, daemon, paths, converge_ms),
     };
     let sc = match Scenario::load(&file) {
         Ok(s) => s,
@@ -60,8 +77,14 @@ fn main() -> ExitCode {
         }
     };
     runner::install_stop_handler();
-    let opts = runner::Options { bin, keep };
+    let opts = runner::Options {
+        bin,
+        keep,
+        paths,
+        converge: std::time::Duration::from_millis(converge_ms),
+    };
     println!("lab: {} — {}", sc.name, sc.description.trim());
+    println!("  paths: {}", paths.daemon_arg());
     let mut log = |m: &str| println!("  {m}");
     let mut lab = match runner::Lab::build(&sc, &opts, &mut log) {
         Ok(l) => l,

@@ -56,6 +56,17 @@ pub struct Instance {
     pub child: Option<Child>,
 }
 
+/// `--paths feed` unless the options choose: these tests give the daemon its paths with the
+/// feed commands (`--paths protocol` is the daemon's default; tests/tests/protocol.rs asks
+/// for it).
+fn feed_unless_told(opts: &[&str]) -> &'static [&'static str] {
+    if opts.contains(&"--paths") {
+        &[]
+    } else {
+        &["--paths", "feed"]
+    }
+}
+
 impl Instance {
     pub fn new(ns: &Ns) -> Instance {
         Self::named(ns, &format!("{}d", ns.name))
@@ -98,6 +109,7 @@ impl Instance {
         let child = self
             .cmd()
             .args(["run", "--netns", &self.netns])
+            .args(feed_unless_told(opts))
             .args(opts)
             .args(if opts.contains(&"--rt-tables-dir") {
                 &[][..]
@@ -162,6 +174,7 @@ impl Instance {
         let mut c = self.cmd();
         c.args(["run", "--netns", &self.netns])
             .args(REFERENCE)
+            .args(feed_unless_told(extra))
             .args(extra)
             .args(["--rt-tables-dir", "none"])
             .arg("--state-dir")

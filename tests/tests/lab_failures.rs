@@ -40,6 +40,8 @@ fn a_daemon_that_refuses_to_start_is_quoted_and_its_log_kept() {
     let out = Command::new(lab_bin())
         .arg("run")
         .arg(&file)
+        // A refused start, not convergence: the feed.
+        .args(["--paths", "feed"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&out.stderr);

@@ -248,3 +248,221 @@ fn systems_with_different_network_keys_exchange_no_route() {
     let _ = std::fs::remove_file(k1);
     let _ = std::fs::remove_file(k2);
 }
+
+/// A NIC's MAC in a test namespace.
+fn mac_of(n: &Node, nic: &str) -> String {
+    n.ns.sh(&format!("cat /sys/class/net/{nic}/address"))
+        .trim()
+        .to_string()
+}
+
+/// `--real-arcs declared` (qspnclient's `add_real_arc`, what the lab runs in protocol mode):
+/// A discovers B and C, but only the arc a command declared carries an identity arc and QSPN;
+/// a dead declared arc keeps its declaration and its qspn arc comes back with the neighbour.
+#[test]
+fn declared_real_arcs_use_only_the_declared_neighbours() {
+    require_root();
+    let mut a = node("ntktpda", "0.0");
+    let mut b = node("ntktpdb", "0.1");
+    let mut c = node("ntktpdc", "1.0");
+    link(&a, "eth0", &b, "eth0");
+    link(&a, "eth1", &c, "eth0");
+    let declared = [
+        "--paths",
+        "protocol",
+        "--real-arcs",
+        "declared",
+        "--announce-ms",
+        "300",
+        "--probe-ms",
+        "200",
+        "--dead-after-ms",
+        "1000",
+        "--topology",
+        TOPOLOGY,
+    ];
+    let run = |n: &mut Node, nics: &[&str]| {
+        let mut opts = declared.to_vec();
+        opts.extend(["--address", n.address]);
+        for nic in nics {
+            opts.extend(["--interface", nic]);
+        }
+        n.daemon.start_with(&opts);
+    };
+    run(&mut a, &["eth0=169.254.1.1", "eth1=169.254.1.2"]);
+    run(&mut b, &["eth0=169.254.2.1"]);
+    run(&mut c, &["eth0=169.254.3.1"]);
+    // Discovery runs (announcements, probes) but declares nothing.
+    std::thread::sleep(Duration::from_secs(2));
+    let arcs = a.daemon.ok(&["show-arcs", "0"]);
+    assert!(
+        !arcs.contains("eth0") && !arcs.contains("eth1"),
+        "no arc declared, none in the model: {arcs}"
+    );
+    let status = a.daemon.json(&["status"]);
+    assert!(
+        status["protocol"]["rx"].as_u64().unwrap_or(0) > 0,
+        "A heard its neighbours: {status}"
+    );
+    // A and B declare their arc (the lab's `add-identity-arc` + `add-qspn-arc` steps).
+    let (mac_a, mac_b) = (mac_of(&a, "eth0"), mac_of(&b, "eth0"));
+    a.daemon
+        .ok(&["add-identity-arc", "0", "eth0", &mac_b, "169.254.2.1"]);
+    a.daemon.ok(&["add-qspn-arc", "0", "eth0", &mac_b]);
+    b.daemon
+        .ok(&["add-identity-arc", "0", "eth0", &mac_a, "169.254.1.1"]);
+    b.daemon.ok(&["add-qspn-arc", "0", "eth0", &mac_a]);
+    assert!(
+        reaches(&a, &b, Duration::from_secs(20)).is_some(),
+        "A reaches B over the declared arc; A: {}",
+        a.daemon.ok(&["status"])
+    );
+    let arcs = a.daemon.ok(&["show-arcs", "0"]);
+    assert!(
+        arcs.contains("eth0") && !arcs.contains("eth1"),
+        "only the declared arc: {arcs}"
+    );
+    assert!(
+        reaches(&a, &c, Duration::from_secs(2)).is_none(),
+        "C, discovered but not declared, is no arc of A"
+    );
+    // B's link goes down long enough for the arc to die; the declaration stays.
+    b.ns.sh("ip link set eth0 down");
+    std::thread::sleep(Duration::from_secs(2));
+    let arcs = a.daemon.ok(&["show-arcs", "0"]);
+    assert!(arcs.contains("eth0"), "the declaration stays: {arcs}");
+    b.ns.sh("ip link set eth0 up");
+    assert!(
+        reaches(&a, &b, Duration::from_secs(20)).is_some(),
+        "the qspn arc comes back with B; A: {}",
+        a.daemon.ok(&["status"])
+    );
+}
+
+/// Waits until `n`'s `show-arcs IDX` lists an arc to `mac` whose QSPN neighbour is `address`
+/// (the peer identity's ETP reached this identity over that identity arc).
+fn wait_neighbour(n: &Node, idx: &str, mac: &str, address: &str, within: Duration) {
+    let want = format!("\"peer_mac\":\"{mac}\"");
+    let known = format!("\"neighbour\":\"{address}\"");
+    let t0 = Instant::now();
+    loop {
+        let arcs = n.daemon.ok(&["show-arcs", idx]);
+        if arcs
+            .lines()
+            .any(|l| l.contains(&want) && l.contains(&known))
+        {
+            return;
+        }
+        assert!(
+            t0.elapsed() < within,
+            "{}: identity {idx} has no arc to {mac} with neighbour {address}: {arcs}\nstatus: {}",
+            n.address,
+            n.daemon.ok(&["status"])
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Identity arcs to a peer's connectivity identity (S1's migration of β, two real daemons):
+/// β migrates, its old identity β₁ becomes a connectivity identity in `migr01` on a macvlan
+/// with its own MAC and link-local, and a new identity β₂ takes the NIC. α declares what the
+/// reference's Identities module told it (`neighbour-migrated`: its arc now leads to β₁'s
+/// pseudo-interface; a new arc to β₂) and each of α's two identity arcs gets the QSPN of
+/// its own peer identity: β₁'s from the namespace's instance, β₂'s from the new instance's
+/// bootstrap — all carried on the real NICs, told apart by the identities' NodeIDs.
+#[test]
+fn identity_arcs_reach_a_peers_connectivity_identity() {
+    require_root();
+    const A: &str = "00:16:3E:FD:E2:AA";
+    const B: &str = "00:16:3E:EC:A3:E1";
+    const B1: &str = "00:16:3E:EE:AF:D1";
+    let mut a = node("ntktpia", "2.0.1.0");
+    let mut b = node("ntktpib", "2.1.1.1");
+    link(&a, "eth1", &b, "eth1");
+    for (n, mac) in [(&a, A), (&b, B)] {
+        n.ns.sh(&format!(
+            "ip link set eth1 down && ip link set eth1 address {mac} && ip link set eth1 up"
+        ));
+    }
+    let run = |n: &mut Node, ll: &str| {
+        let iface = format!("eth1={ll}");
+        n.daemon.start_with(&[
+            "--paths",
+            "protocol",
+            "--real-arcs",
+            "declared",
+            "--announce-ms",
+            "300",
+            "--probe-ms",
+            "200",
+            "--dead-after-ms",
+            "5000",
+            "--topology",
+            "4.2.2.2",
+            "--address",
+            n.address,
+            "--interface",
+            &iface,
+            "--serve-anonymous",
+        ]);
+    };
+    run(&mut a, "169.254.69.30");
+    run(&mut b, "169.254.96.141");
+    a.daemon
+        .ok(&["add-identity-arc", "0", "eth1", B, "169.254.96.141"]);
+    a.daemon.ok(&["add-qspn-arc", "0", "eth1", B]);
+    b.daemon
+        .ok(&["add-identity-arc", "0", "eth1", A, "169.254.69.30"]);
+    b.daemon.ok(&["add-qspn-arc", "0", "eth1", A]);
+    wait_neighbour(&a, "0", B, "2.1.1.1", Duration::from_secs(20));
+    wait_neighbour(&b, "0", A, "2.0.1.0", Duration::from_secs(20));
+
+    // β migrates as a single node into 2·0·1·, real at once (no previous operation).
+    b.daemon.ok(&[
+        "prepare-migrate-phase-1",
+        "0",
+        "0",
+        "1",
+        "2.0.1",
+        "0.2.0",
+        "2",
+        "3",
+        "1",
+        "4",
+        "3",
+        "3",
+        "262359",
+        "null",
+        "--pseudo",
+        &format!("eth1={B1}@169.254.27.218"),
+    ]);
+    b.daemon.ok(&["migrate-phase-1", "0", "262359"]);
+    // α: only the neighbour migrated; then the qspn arc to β₂, which took the MAC.
+    let arcs = a.daemon.ok(&["show-arcs", "0"]);
+    let arc = arcs
+        .lines()
+        .find(|l| l.contains(B))
+        .and_then(|l| l.split(':').next())
+        .unwrap_or_else(|| panic!("α has no arc to β: {arcs}"))
+        .trim()
+        .to_string();
+    a.daemon
+        .ok(&["neighbour-migrated", "0", &arc, B1, "169.254.27.218"]);
+    a.daemon.ok(&["add-qspn-arc", "0", "eth1", B]);
+
+    // α's arc to β₁'s pseudo-interface: β₁ (connectivity, virtual 2·1·1·3) speaks QSPN on it.
+    wait_neighbour(&a, "0", B1, "2.1.1.3", Duration::from_secs(20));
+    // α's new arc to β₂ (2·0·1·1): β₂'s bootstrap asked α for real ETPs.
+    wait_neighbour(&a, "0", B, "2.0.1.1", Duration::from_secs(20));
+    // And β's two identities know α over their own arcs.
+    wait_neighbour(&b, "0", A, "2.0.1.0", Duration::from_secs(20));
+    wait_neighbour(&b, "1", A, "2.0.1.0", Duration::from_secs(20));
+    let status = a.daemon.json(&["status"]);
+    assert!(
+        status["protocol"]["identities_learnt"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 2,
+        "α learnt β's identities twice (before and after the migration): {status}"
+    );
+}

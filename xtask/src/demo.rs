@@ -1,4 +1,5 @@
-//! `cargo xtask demo [scenario] [--keep]` and `cargo xtask lab run <file> [--keep]`: build
+//! `cargo xtask demo [scenario] [--keep] [--paths protocol|feed]` and `cargo xtask lab run
+//! <file> [--keep] [--paths …]`: build
 //! what is needed (the eBPF toolchain bootstrap included), run the scenario with the lab
 //! runner (`ntkplane-lab run`, crate `lab/`), then make sure nothing of the lab is left on the
 //! host.
@@ -13,7 +14,7 @@ const LAB_PREFIX: &str = "ntkl";
 
 pub const DEFAULT_SCENARIO: &str = "scenarios/migration-case-2.toml";
 
-pub fn run_scenario(file: &Path, keep: bool) -> Result<()> {
+pub fn run_scenario(file: &Path, keep: bool, paths: &str) -> Result<()> {
     let file = if file.is_absolute() {
         file.to_path_buf()
     } else {
@@ -33,14 +34,22 @@ pub fn run_scenario(file: &Path, keep: bool) -> Result<()> {
     }
     let bin = lab_bin();
     let mut lab = Command::new(&bin);
-    lab.arg("run").arg(&file);
+    lab.arg("run").arg(&file).args(["--paths", paths]);
     if keep {
         lab.arg("--keep");
     }
-    step(format!("$ {} run {}", bin.display(), file.display()));
-    let status = lab.status().context("cannot start the lab runner")?;
+    step(format!(
+        "$ {} run {} --paths {paths}",
+        bin.display(),
+        file.display()
+    ));
+    let mut child = lab.spawn().context("cannot start the lab runner")?;
+    // The runner names everything `ntkl<its pid % 10000>…`: only that is this run's (other
+    // labs may be running on the machine).
+    let prefix = format!("{LAB_PREFIX}{}", child.id() % 10_000);
+    let status = child.wait().context("the lab runner")?;
     if !keep {
-        let left = leftovers();
+        let left = leftovers(&prefix);
         if !left.is_empty() {
             bail!("the lab left state behind: {}", left.join(", "));
         }
@@ -70,13 +79,17 @@ fn lab_bin() -> std::path::PathBuf {
     root().join("target/debug/ntkplane-lab")
 }
 
-fn leftovers() -> Vec<String> {
+fn leftovers(prefix: &str) -> Vec<String> {
     let mut left = Vec::new();
     for dir in ["/run/netns", "/sys/fs/bpf/ntkplane"] {
         if let Ok(d) = std::fs::read_dir(dir) {
             for e in d.flatten() {
                 let n = e.file_name().to_string_lossy().into_owned();
-                if n.starts_with(LAB_PREFIX) {
+                // `ntkl12-…` is this run's, `ntkl123-…` another's.
+                let ours = n
+                    .strip_prefix(prefix)
+                    .is_some_and(|rest| !rest.starts_with(|c: char| c.is_ascii_digit()));
+                if ours {
                     left.push(format!("{dir}/{n}"));
                 }
             }

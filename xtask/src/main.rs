@@ -26,6 +26,9 @@ enum LabCmd {
         file: PathBuf,
         #[arg(long)]
         keep: bool,
+        /// Where the daemons' paths come from: their protocols, or the path solver's feed
+        #[arg(long, default_value = "protocol", value_parser = ["protocol", "feed"])]
+        paths: String,
     },
     /// Check a scenario file only (nothing is created)
     Check { file: PathBuf },
@@ -56,6 +59,11 @@ enum Cmd {
         /// Leave the lab running and print how to look at it
         #[arg(long)]
         keep: bool,
+        /// Where the daemons' paths come from: `protocol` (their discovery and QSPN; the
+        /// scenario's feed steps are skipped, checks wait for convergence) or `feed` (the
+        /// path solver's)
+        #[arg(long, default_value = "protocol", value_parser = ["protocol", "feed"])]
+        paths: String,
     },
     /// The lab: `cargo xtask lab run <file> [--keep] | check <file> | clean`
     Lab {
@@ -104,12 +112,17 @@ fn dispatch() -> Result<()> {
         } => bench::convergence(quick),
         Cmd::Dist => dist::run_dist(),
         Cmd::Fuzz { target, seconds } => fuzz::run_target(&target, seconds),
-        Cmd::Demo { scenario, keep } => demo::run_scenario(
+        Cmd::Demo {
+            scenario,
+            keep,
+            paths,
+        } => demo::run_scenario(
             &scenario.unwrap_or_else(|| root().join(demo::DEFAULT_SCENARIO)),
             keep,
+            &paths,
         ),
         Cmd::Lab { cmd } => match cmd {
-            LabCmd::Run { file, keep } => demo::run_scenario(&file, keep),
+            LabCmd::Run { file, keep, paths } => demo::run_scenario(&file, keep, &paths),
             LabCmd::Check { file } => demo::lab(&["check".as_ref(), file.as_os_str()]),
             LabCmd::Clean => demo::lab(&["clean".as_ref()]),
         },

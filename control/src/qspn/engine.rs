@@ -398,6 +398,19 @@ impl Qspn {
         if old.as_deref() != Some(&m.node_address[..]) {
             self.out.push(Output::PathsChanged);
         }
+        // The neighbour moved at its own level (it became a connectivity identity, or was made
+        // real elsewhere): what it advertised from its old position is stored under its old
+        // coordinate, and it will not advertise those paths again (they did not change for
+        // it). Its full ETP replaces them (§9 step 10). ntkplane's addition to §9 step 9,
+        // which only kills the path to the old coordinate itself (docs/QSPN.md).
+        let moved = old.as_deref().is_some_and(|o| {
+            o.len() == m.node_address.len()
+                && coord(&self.my_naddr, &m.node_address)
+                    .is_some_and(|v| o[v.lvl] != m.node_address[v.lvl])
+        });
+        if moved && !is_full {
+            self.request(arc, Purpose::Gather);
+        }
         let via: Vec<NodePath> = self
             .dests
             .values()

@@ -308,3 +308,42 @@ fn forward_skips_neighbours_that_would_find_it_cyclic() {
     let (d, _) = q.arc_add(Cost::Real(10));
     assert!(q.keeps(d, &[h(1, 1)]));
 }
+
+/// ntkplane's addition to §9 step 9: a neighbour that moved at its own level is asked for a
+/// full ETP, which replaces the paths learnt through it under its old coordinate.
+#[test]
+fn a_neighbour_that_moved_is_asked_for_a_full_etp() {
+    let through_it = |from: Vec<u32>| {
+        let mut m = etp_from(from, 8);
+        m.p_list.push(EtpPath {
+            hops: vec![h(1, 1)],
+            arcs: vec![55],
+            cost: Cost::Real(5),
+            fingerprint: Fingerprint {
+                level: 1,
+                ..fp0(20, 3, 0)
+            },
+            nodes_inside: 3,
+            ignore_outside: vec![false, false, true],
+        });
+        m
+    };
+    let first_hops = |q: &Qspn| -> Vec<Vec<HCoord>> {
+        q.paths()
+            .get(&h(1, 1))
+            .map(|ps| ps.iter().map(|p| p.hops.clone()).collect())
+            .unwrap_or_default()
+    };
+    let mut q = node(vec![1, 2, 0], 7);
+    let (a, _) = q.arc_add(Cost::Real(10));
+    q.on_full_etp(a, Ok(through_it(vec![2, 2, 0])));
+    assert_eq!(first_hops(&q), vec![vec![h(0, 2), h(1, 1)]]);
+    // It moves from (0,2) to (0,3): its next update says so, and it is asked for all.
+    let out = q.on_send_etp(a, etp_from(vec![3, 2, 0], 8), false);
+    assert!(out.contains(&Output::RequestFullEtp { arc: a }), "{out:?}");
+    q.on_full_etp(a, Ok(through_it(vec![3, 2, 0])));
+    assert_eq!(first_hops(&q), vec![vec![h(0, 3), h(1, 1)]]);
+    // From where it is now: no request.
+    let out = q.on_send_etp(a, etp_from(vec![3, 2, 0], 8), false);
+    assert!(!out.contains(&Output::RequestFullEtp { arc: a }), "{out:?}");
+}

@@ -28,8 +28,10 @@ pub fn construct<'a>(
     };
     for o in others {
         let e = first_eldership(o);
-        // A null eldership is never elder (§19); strict `<` keeps the first on ties.
-        if e != NULL_ELDERSHIP && e < eldest_e {
+        // A null eldership is never elder (§19). Equal elderships (the reference never has
+        // them: they are arrival orders; ntkplane's runtime derives them from clocks, docs/
+        // QSPN.md) go to the smaller id, so that every member computes the same eldest.
+        if e != NULL_ELDERSHIP && (e < eldest_e || (e == eldest_e && o.id < eldest.id)) {
             eldest = o;
             eldest_e = e;
         }
@@ -97,6 +99,16 @@ mod tests {
         assert_eq!(g.level, 2);
         assert_eq!(g.elderships, vec![0]);
         assert_eq!(g.elderships_seed, vec![1, 1]);
+    }
+
+    #[test]
+    fn equal_elderships_go_to_the_smaller_id_whoever_computes() {
+        let a = fp0(8, &[5, 0]);
+        let b = fp0(3, &[5, 0]);
+        let c = fp0(9, &[6, 0]);
+        assert_eq!(construct(&a, [&b, &c], false).id, 3);
+        assert_eq!(construct(&b, [&a, &c], false).id, 3);
+        assert_eq!(construct(&c, [&a, &b], false).id, 3);
     }
 
     #[test]

@@ -51,9 +51,16 @@ impl Lab<'_> {
             ])
             .args(["--address", def.address.get_ref()])
             .args(["--interface", &format!("eth1={}", def.linklocal.get_ref())])
+            .args(["--paths", self.paths.daemon_arg()])
+            .args(self.paths.daemon_extra())
+            .args(self.arc_cost_args(name))
             .args(["--rt-tables-dir", "none", "--state-dir"])
             .arg(self.dir.join("state"))
-            .env("RUST_LOG", "info")
+            // `NTKPLANE_LAB_LOG=debug` (or any filter) for the daemons' logs.
+            .env(
+                "RUST_LOG",
+                std::env::var("NTKPLANE_LAB_LOG").unwrap_or_else(|_| "info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(log);
         if def.serve_anonymous {
@@ -92,6 +99,25 @@ impl Lab<'_> {
             std::thread::sleep(Duration::from_millis(50));
         }
         Ok(())
+    }
+
+    /// Protocol mode: `--arc-cost eth1=MAC=US` towards every system the graphs join to this
+    /// one, with the graphs' costs (`crate::arc_costs`).
+    fn arc_cost_args(&self, name: &str) -> Vec<String> {
+        if self.paths.feeds() {
+            return vec![];
+        }
+        crate::arc_costs::costs_of(&self.sc.graphs, name)
+            .into_iter()
+            .filter_map(|(peer, us)| {
+                let def = self.sc.systems.iter().find(|s| s.name.get_ref() == &peer)?;
+                Some([
+                    "--arc-cost".to_string(),
+                    format!("eth1={}={us}", def.mac.get_ref()),
+                ])
+            })
+            .flatten()
+            .collect()
     }
 
     fn log_path(&self, name: &str) -> std::path::PathBuf {

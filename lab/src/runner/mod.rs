@@ -9,8 +9,10 @@
 mod checks;
 mod daemons;
 mod exact;
+mod mode;
 mod report;
 mod topology;
+mod window;
 
 use std::{
     collections::BTreeMap,
@@ -27,6 +29,7 @@ use ntkplane::daemon::proto::Feed;
 use serde_json::Value;
 
 pub use checks::{compare_marks, compare_tables, Failure};
+pub use mode::{Converge, PathsMode};
 pub use topology::{clean_all, lab_leftovers, lab_namespaces};
 
 use crate::scenario::{KernelCheck, Origin, Scenario, Step, DURING_PERIOD_MS};
@@ -73,6 +76,10 @@ pub struct Options {
     pub bin: PathBuf,
     /// Leave the lab running at the end.
     pub keep: bool,
+    /// Where the daemons' paths come from (`--paths`).
+    pub paths: PathsMode,
+    /// Protocol mode: how long a check waits for the daemons to converge.
+    pub converge: Duration,
 }
 
 /// One check's outcome, for the report.
@@ -140,6 +147,8 @@ pub struct Lab<'a> {
     hosts: BTreeMap<String, String>,
     bin: PathBuf,
     keep: bool,
+    paths: PathsMode,
+    converge: Converge,
     /// Last feed sent per (system, identity index): only changes are sent again.
     fed: BTreeMap<(String, u32), Feed>,
     pub results: Vec<CheckResult>,
@@ -171,6 +180,8 @@ impl<'a> Lab<'a> {
             hosts: BTreeMap::new(),
             bin: opts.bin.clone(),
             keep: opts.keep,
+            paths: opts.paths,
+            converge: Converge::for_mode(opts.paths, opts.converge),
             fed: BTreeMap::new(),
             results: vec![],
             passed: false,
@@ -186,6 +197,7 @@ impl<'a> Lab<'a> {
     pub fn run_steps(&mut self, log: &mut dyn FnMut(&str)) -> Result<(), LabError> {
         let sc: &'a Scenario = self.sc;
         let total = sc.steps.len();
+        let paths = self.paths;
         let running = AtomicUsize::new(0);
         let running = &running;
         std::thread::scope(|scope| {
@@ -199,10 +211,10 @@ impl<'a> Lab<'a> {
                 }
                 running.store(i, Ordering::SeqCst);
                 let (starting, waiting): (Vec<usize>, Vec<usize>) =
-                    armed.iter().partition(|d| window_of(sc, **d).0 == i);
+                    armed.iter().partition(|d| window_of(sc, paths, **d).0 == i);
                 armed = waiting;
                 for d in starting {
-                    let (_, to, k) = window_of(sc, d);
+                    let (_, to, k) = window_of(sc, paths, d);
                     let loc = Loc {
                         sc,
                         file: &sc.steps[d].0.file,
@@ -226,7 +238,7 @@ impl<'a> Lab<'a> {
                 let r = match &step.during {
                     Some(_) => {
                         armed.push(i);
-                        let (from, to, _) = window_of(sc, i);
+                        let (from, to, _) = window_of(sc, paths, i);
                         Ok(format!("armed for steps {}–{}", from + 1, to + 1))
                     }
                     None => self.step(i, origin, step),
@@ -282,7 +294,7 @@ impl<'a> Lab<'a> {
         let crashed = joined.is_err();
         let seen = joined.unwrap_or_default();
         let sc = self.sc;
-        let (from, to, k) = window_of(sc, w.during);
+        let (from, to, k) = window_of(sc, self.paths, w.during);
         let what = format!(
             "during steps {}–{}: {} {}",
             from + 1,
@@ -388,6 +400,9 @@ impl<'a> Lab<'a> {
             return Ok("daemon up".into());
         }
         if let Some(g) = &s.feed {
+            if !self.paths.feeds() {
+                return Ok("skipped: the daemons' protocols find the paths".into());
+            }
             return self.feed(g.get_ref());
         }
         if let Some(group) = &s.parallel {
@@ -479,7 +494,9 @@ impl<'a> Lab<'a> {
             return Ok(Done::Note(String::new()));
         }
         if let Some(k) = &s.check {
-            let failures = self.kernel_check(k, &loc("check"));
+            let (failures, _) = self
+                .converge
+                .settle(|| self.kernel_check(k, &loc("check")), stopped);
             let what = format!(
                 "{} {}: {}",
                 k.on.get_ref(),
@@ -493,7 +510,7 @@ impl<'a> Lab<'a> {
             });
         }
         if let Some(p) = &s.ping {
-            let (what, errors) = self.ping(p)?;
+            let (what, errors) = self.settled(|| self.ping(p))?;
             let l = loc("ping");
             return Ok(Done::Check {
                 what,
@@ -505,7 +522,7 @@ impl<'a> Lab<'a> {
             });
         }
         if let Some(u) = &s.udp {
-            let (what, errors) = self.udp(u, i)?;
+            let (what, errors) = self.settled(|| self.udp(u, i))?;
             let l = loc("udp");
             return Ok(Done::Check {
                 what,
@@ -517,6 +534,33 @@ impl<'a> Lab<'a> {
             });
         }
         unreachable!("checked at load: one action per step")
+    }
+
+    /// A packet check (`ping`, `udp`: what was sent, what went wrong) compared until it
+    /// holds or the convergence bound passed; an error to run it ends the wait at once.
+    fn settled(
+        &self,
+        mut check: impl FnMut() -> Result<(String, Vec<String>), String>,
+    ) -> Result<(String, Vec<String>), String> {
+        let mut what = String::new();
+        let mut fatal = None;
+        let (errors, _) = self.converge.settle(
+            || match check() {
+                Ok((w, e)) => {
+                    what = w;
+                    e
+                }
+                Err(e) => {
+                    fatal = Some(e);
+                    vec![]
+                }
+            },
+            stopped,
+        );
+        match fatal {
+            Some(e) => Err(e),
+            None => Ok((what, errors)),
+        }
     }
 
     /// Where the daemons' logs are (kept after a failed run).
@@ -538,10 +582,18 @@ impl Drop for Lab<'_> {
     }
 }
 
-/// A `during` step's window: (from, to, check).
-fn window_of(sc: &Scenario, d: usize) -> (usize, usize, &KernelCheck) {
+/// A `during` step's window: (from, to, check); in protocol mode a window that lasts until
+/// a feed ends before the first step that can deliver an ETP ([`window::protocol_end`]).
+fn window_of(sc: &Scenario, paths: PathsMode, d: usize) -> (usize, usize, &KernelCheck) {
     let w = sc.steps[d].1.during.as_ref().expect("a during step");
-    (sc.ids[w.from.get_ref()], sc.ids[w.to.get_ref()], &w.check)
+    let (from, to) = (sc.ids[w.from.get_ref()], sc.ids[w.to.get_ref()]);
+    let to = if paths.feeds() {
+        to
+    } else {
+        let kinds: Vec<window::Kind> = sc.steps.iter().map(|(_, s)| window::kind(s)).collect();
+        window::protocol_end(&kinds, from, to)
+    };
+    (from, to, &w.check)
 }
 
 /// A `during` window's sampler: samples the check so that two samples start at most

@@ -3,7 +3,8 @@
 //! docs/PROTOCOL.md for the wire format and the timers.
 pub mod feed;
 pub mod link;
+pub mod peers;
 pub mod retry;
 mod runtime;
 
-pub use runtime::{spawn, Handle, Options, Shared, Status};
+pub use runtime::{parse_arc_cost, spawn, Handle, Options, Shared, Status};
