@@ -308,9 +308,7 @@ fn attr(buf: &mut Vec<u8>, kind: u16, payload: &[u8]) {
     buf.extend_from_slice(&((4 + payload.len()) as u16).to_ne_bytes());
     buf.extend_from_slice(&kind.to_ne_bytes());
     buf.extend_from_slice(payload);
-    while buf.len() % 4 != 0 {
-        buf.push(0);
-    }
+    buf.resize(buf.len().next_multiple_of(4), 0);
 }
 
 /// Reads acks many at a time: the kernel queues each as a datagram of its own, so one
