@@ -497,7 +497,12 @@ fn main() {
         "after the arc commands a table lacks a destination: {routes_now} routes"
     );
 
-    progress(&format!("{} arc commands sampled", all.len()));
+    progress(&format!(
+        "{} arc commands at full state: p50 {:.1} ms, p99 {:.1} ms",
+        all.len(),
+        percentile(&all, 50.0),
+        percentile(&all, 99.0)
+    ));
 
     // 5. Memory with the full state of N neighbours.
     let (hwm, rss) = memory_kib(pid);
