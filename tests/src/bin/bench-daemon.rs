@@ -276,6 +276,38 @@ fn summary(v: &[f64]) -> serde_json::Value {
     })
 }
 
+/// The JSON report, rewritten after every phase with `"complete": false` until the end: a
+/// run stopped part way (hundreds of neighbours take long before issue 14's rewrite) keeps
+/// what its finished phases measured.
+struct Report {
+    path: Option<String>,
+    fields: serde_json::Map<String, serde_json::Value>,
+}
+
+impl Report {
+    fn new(path: Option<String>) -> Report {
+        Report {
+            path,
+            fields: serde_json::Map::new(),
+        }
+    }
+
+    /// Adds the fields of `v` (an object) and rewrites the file.
+    fn add(&mut self, v: serde_json::Value) {
+        if let serde_json::Value::Object(m) = v {
+            self.fields.extend(m);
+        }
+        self.write(false);
+    }
+
+    fn write(&mut self, complete: bool) {
+        let Some(p) = &self.path else { return };
+        self.fields.insert("complete".into(), json!(complete));
+        let text = serde_json::to_string_pretty(&self.fields).expect("JSON values serialize");
+        std::fs::write(p, text).unwrap_or_else(|e| panic!("write {p}: {e}"));
+    }
+}
+
 /// A phase done (runs at hundreds of neighbours take minutes).
 fn progress(what: &str) {
     eprintln!("bench-daemon: {what}");
@@ -433,6 +465,14 @@ fn main() {
         "the migration moves the node to another level-1 g-node: two levels at least"
     );
     let mut load = Load::start();
+    let mut report = Report::new(a.json.clone());
+    report.add(json!({
+        "topology": a.topology, "neighbours": n,
+        "machine": {
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "loadavg_1m_before": load.before,
+        },
+    }));
     let mut fx = Fixture::start(&a.topology, &a.address);
     let pid = fx.daemon.child.as_ref().expect("daemon started").id();
     let d = &fx.daemon;
@@ -456,6 +496,9 @@ fn main() {
         2 * n,
         arcs_done.as_secs_f64()
     ));
+    report.add(json!({
+        "arcs_seconds": arcs_done.as_secs_f64(), "arc_setup_ms": summary(&setup_ms),
+    }));
 
     // 2. One ETP → the full state.
     let etp = Request::Etp {
@@ -479,6 +522,10 @@ fn main() {
         routes.len(),
         etp_time.as_secs_f64()
     ));
+    report.add(json!({
+        "routes_after_etp": routes.len(), "etp_seconds": etp_time.as_secs_f64(),
+        "routes_per_second": routes_per_second,
+    }));
 
     // 3. The kernel's own rate for the same routes, now, on this machine: the median of a
     // few rounds, each into a fresh namespace, so that one round caught by another
@@ -494,6 +541,13 @@ fn main() {
         "raw pipelined rtnetlink: {:.0} routes/s (median of {raw_rounds:.0?})",
         rtnetlink_routes_per_second
     ));
+    report.add(json!({
+        "rtnetlink_routes_per_second": rtnetlink_routes_per_second,
+        "rtnetlink_rounds_routes_per_second": raw_rounds,
+        "rtnetlink_window": a.window,
+        // The daemon's memory with the full state, before the arc commands change it.
+        "peak_rss_kib_after_etp": memory_kib(pid).0,
+    }));
 
     // 4. Arc commands at N neighbours. Arcs at even positions only, so no destination
     // loses both its paths (they go through neighbours k and k+1).
@@ -517,6 +571,9 @@ fn main() {
         let (_, t) = timed(d, &["set-neighbour", "0", &arc, &x.address]);
         per_command.entry("set-neighbour").or_default().push(ms(t));
         load.sample();
+        report.add(json!({
+            "arc_commands": per_command.iter().map(|(k, v)| (k.to_string(), summary(v))).collect::<BTreeMap<_, _>>(),
+        }));
     }
     let all: Vec<f64> = per_command.values().flatten().cloned().collect();
     let routes_now = table_routes(&fx.sys.name).len();
@@ -605,31 +662,20 @@ fn main() {
         migrated_routes,
         hwm_after as f64 / 1024.0,
     );
-    if let Some(p) = a.json {
-        let v = json!({
-            "topology": a.topology, "neighbours": n, "routes": routes_now,
-            "arcs_seconds": arcs_done.as_secs_f64(),
-            "arc_setup_ms": summary(&setup_ms),
-            "etp_seconds": etp_time.as_secs_f64(),
-            "routes_per_second": routes_per_second,
-            "rtnetlink_routes_per_second": rtnetlink_routes_per_second,
-            "rtnetlink_rounds_routes_per_second": raw_rounds,
-            "rtnetlink_window": a.window,
-            "arc_command_ms_p50": percentile(&all, 50.0),
-            "arc_command_ms_p99": percentile(&all, 99.0),
-            "arc_commands": per_command.iter().map(|(k, v)| (k.to_string(), summary(v))).collect::<BTreeMap<_, _>>(),
-            "peak_rss_kib": hwm, "rss_kib": rss,
-            "migrate_phase_1_ms": ms(migrate),
-            "migrate_phase_1_answer_ms": ms(answered),
-            "migrate_new_identity": new_identity,
-            "migrate_namespace_routes": migrated_routes,
-            "peak_rss_kib_after_migrate": hwm_after,
-            "machine": {
-                "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
-                "loadavg_1m_before": load.before, "loadavg_1m_max": load.max,
-            },
-        });
-        std::fs::write(&p, serde_json::to_string_pretty(&v).unwrap())
-            .unwrap_or_else(|e| panic!("write {p}: {e}"));
-    }
+    report.add(json!({
+        "routes": routes_now,
+        "arc_command_ms_p50": percentile(&all, 50.0),
+        "arc_command_ms_p99": percentile(&all, 99.0),
+        "peak_rss_kib": hwm, "rss_kib": rss,
+        "migrate_phase_1_ms": ms(migrate),
+        "migrate_phase_1_answer_ms": ms(answered),
+        "migrate_new_identity": new_identity,
+        "migrate_namespace_routes": migrated_routes,
+        "peak_rss_kib_after_migrate": hwm_after,
+        "machine": {
+            "cpus": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+            "loadavg_1m_before": load.before, "loadavg_1m_max": load.max,
+        },
+    }));
+    report.write(true);
 }
