@@ -11,5 +11,6 @@ pub mod lab;
 pub mod metrics;
 pub mod packet;
 pub mod readback;
+pub mod rtnl_writer;
 pub mod scenarios;
 pub mod svg;

@@ -2,7 +2,8 @@
 //! measured in the same run (never as pass/fail timings).
 //!
 //! Writes `target/bench/`: one JSON per part, `results.json` (all parts, schema in
-//! BENCHMARKS.md), `results.md` and `forwarding.svg`. Afterwards it checks that the run
+//! BENCHMARKS.md), `results.md`, `forwarding.svg` and the daemon's curve
+//! (`daemon-latency.svg`, `daemon-rss.svg`). Afterwards it checks that the run
 //! left no namespace, ip rule or BPF pin behind.
 //!
 //! `cargo xtask bench convergence` ([`convergence`]) is a part of its own, never run by
@@ -97,12 +98,8 @@ pub fn run_all(quick: bool) -> Result<()> {
     let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
     let routes = run(&mut bench_bin("bench-routes", &a));
 
-    step("3/4 the daemon on 4.16.256.256: N neighbours, one ETP, time to full state, peak RSS");
-    let n = if quick { "4" } else { "16" };
-    let daemon = run(&mut bench_bin(
-        "bench-daemon",
-        &["--neighbours", n, "--json", &p("daemon.json")],
-    ));
+    step("3/4 the daemon at N neighbours: arc command latency, ETP → full state against raw rtnetlink, peak RSS, migrate-phase-1");
+    let daemon = daemon_curve(&out, quick);
 
     step("4/4 classifier per-packet cost: BPF_PROG_TEST_RUN at 1…4096 neighbour MACs");
     let mut a = vec!["--json".to_string(), p("classify.json")];
@@ -121,11 +118,76 @@ pub fn run_all(quick: bool) -> Result<()> {
         bail!("the benchmark left state behind: {}", leftovers.join("; "));
     }
     step(format!(
-        "results: {}, {}, {}",
+        "results: {}, {}, {}, {}, {}",
         out.join("results.json").display(),
         out.join("results.md").display(),
-        out.join("forwarding.svg").display()
+        out.join("forwarding.svg").display(),
+        out.join("daemon-latency.svg").display(),
+        out.join("daemon-rss.svg").display()
     ));
+    Ok(())
+}
+
+/// bench-daemon's points: topology, address, neighbours. The level-0 g-node of 4.16.256.256
+/// holds 255 neighbours; 1 000 need one of 1 024 positions (4.1024: the fewest levels, so the
+/// fewest prefixes per destination, that has it).
+const DAEMON_POINTS: &[(&str, &str, u32)] = &[
+    ("4.16.256.256", "3.10.123.45", 16),
+    ("4.16.256.256", "3.10.123.45", 64),
+    ("4.16.256.256", "3.10.123.45", 200),
+    ("4.1024", "3.45", 1000),
+];
+
+/// `--quick` (CI): the smallest point only, fewer arc command samples.
+const DAEMON_QUICK: &[(&str, &str, u32)] = &[("4.16.256.256", "3.10.123.45", 16)];
+const QUICK_ARC_SAMPLES: &str = "8";
+
+/// Runs bench-daemon at every point (a failed point is left out of the curve and fails the
+/// run at the end), then bench-daemon-curve: `daemon.json` (the points and issue 14's
+/// must-show), `daemon-latency.svg` and `daemon-rss.svg`.
+fn daemon_curve(out: &Path, quick: bool) -> Result<()> {
+    let points = if quick { DAEMON_QUICK } else { DAEMON_POINTS };
+    let mut runs = Vec::new();
+    let mut failed = Vec::new();
+    for (topology, address, n) in points {
+        let json = out.join(format!("daemon-{n}.json"));
+        // A point that fails must not be plotted from an earlier run's file.
+        let _ = std::fs::remove_file(&json);
+        let json = json.to_string_lossy().into_owned();
+        let n = n.to_string();
+        let mut a = vec![
+            "--topology",
+            topology,
+            "--address",
+            address,
+            "--neighbours",
+            &n,
+            "--json",
+            &json,
+        ];
+        if quick {
+            a.extend(["--arc-samples", QUICK_ARC_SAMPLES]);
+        }
+        match run(&mut bench_bin("bench-daemon", &a)) {
+            Ok(()) => runs.push(json),
+            Err(e) => failed.push(format!("{n} neighbours on {topology}: {e:#}")),
+        }
+    }
+    let p = |f: &str| out.join(f).to_string_lossy().into_owned();
+    let mut a = vec![
+        "--json".to_string(),
+        p("daemon.json"),
+        "--latency-svg".into(),
+        p("daemon-latency.svg"),
+        "--rss-svg".into(),
+        p("daemon-rss.svg"),
+    ];
+    a.extend(runs);
+    let a: Vec<&str> = a.iter().map(|s| s.as_str()).collect();
+    run(&mut bench_bin("bench-daemon-curve", &a))?;
+    if !failed.is_empty() {
+        bail!("bench-daemon failed at {}", failed.join("; "));
+    }
     Ok(())
 }
 
@@ -230,7 +292,7 @@ fn merge(out: &Path, quick: bool) -> Result<()> {
     };
     let fwd = read("forwarding.json");
     let v = json!({
-        "schema": 1,
+        "schema": 2,
         "quick": quick,
         "machine": fwd["machine"],
         "forwarding": fwd["forwarding"],
@@ -244,16 +306,31 @@ fn merge(out: &Path, quick: bool) -> Result<()> {
     std::fs::write(out.join("results.json"), serde_json::to_string_pretty(&v)?)
         .context("write results.json")?;
     let mut md = std::fs::read_to_string(out.join("forwarding.md")).unwrap_or_default();
-    let d = &v["daemon"];
-    if !d.is_null() {
+    for d in v["daemon"]["points"].as_array().into_iter().flatten() {
+        let f = |k: &str| d[k].as_f64().unwrap_or(f64::NAN);
         md += &format!(
-            "\nDaemon on {}: {} neighbours, {} routes, ETP → full state {:.2} s ({:.0} routes/s), peak RSS {:.1} MiB\n",
+            "\nDaemon on {}: {} neighbours, {} routes; arc command p50 {:.1} ms, p99 {:.1} ms; \
+             ETP → full state {:.0} routes/s ({:.2} of raw pipelined rtnetlink); peak RSS {:.1} MiB \
+             (budget {:.1}); migrate-phase-1 {:.0} ms\n",
             d["topology"].as_str().unwrap_or("?"),
             d["neighbours"],
             d["routes"],
-            d["etp_seconds"].as_f64().unwrap_or(0.0),
-            d["routes_per_second"].as_f64().unwrap_or(0.0),
-            d["peak_rss_kib"].as_f64().unwrap_or(0.0) / 1024.0
+            f("arc_command_ms_p50"),
+            f("arc_command_ms_p99"),
+            f("routes_per_second"),
+            f("routes_per_second_over_rtnetlink"),
+            f("peak_rss_kib") / 1024.0,
+            f("rss_budget_kib") / 1024.0,
+            f("migrate_phase_1_ms"),
+        );
+    }
+    let growth = &v["daemon"]["must_show"]["arc_command_p50_growth"];
+    if !growth.is_null() {
+        md += &format!(
+            "\nArc command p50 at {} over {} neighbours: {:.2} (must-show: at most 2)\n",
+            growth["large"],
+            growth["small"],
+            growth["ratio"].as_f64().unwrap_or(f64::NAN)
         );
     }
     std::fs::write(out.join("results.md"), md)?;
