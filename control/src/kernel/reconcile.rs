@@ -335,8 +335,14 @@ impl Reconciler {
 
     /// Performs `ops` in order. One operation the kernel refuses does not stop the others
     /// (a route whose gateway is unreachable must not keep the rest of the table out): every
-    /// one is attempted, and the refused ones are returned together.
+    /// one is attempted, and the refused ones are returned together, each naming its object
+    /// and the kernel's errno.
+    ///
+    /// Routes go pipelined ([`pipeline_runs`]): the kernel answers each request inside the
+    /// `sendmsg` that carries it, so awaiting every ack one by one spends the time in the
+    /// round trips through the runtime rather than in the kernel.
     fn execute(&mut self, ops: &[Op]) -> Result<(), KernelError> {
+        use futures::StreamExt;
         let netns = self.netns.clone();
         let classifier = &mut self.classifier;
         let failed = in_netns(&netns, |rt| {
@@ -344,18 +350,32 @@ impl Reconciler {
                 let r = Rtnl::connect().await?;
                 let mut rules: Option<Vec<_>> = None;
                 let mut failed: Vec<String> = Vec::new();
-                for op in ops {
+                for run in pipeline_runs(ops) {
+                    if run.len() > 1 {
+                        let r = &r;
+                        let refused: Vec<String> = futures::stream::iter(run)
+                            .map(|op| async move { (op, write_route(r, op).await) })
+                            .buffer_unordered(PIPELINE)
+                            .filter_map(|(op, res)| async move {
+                                res.err().map(|e| {
+                                    tracing::warn!(?op, "the kernel refused: {e}");
+                                    e.to_string()
+                                })
+                            })
+                            .collect()
+                            .await;
+                        failed.extend(refused);
+                        continue;
+                    }
+                    let op = &run[0];
                     tracing::debug!(?op, "apply");
                     let done: Result<(), KernelError> = async {
                         match op {
                             Op::AddAddress { dev, addr } => r.add_address(dev, *addr).await?,
                             Op::DelAddress { dev, addr } => r.del_address(dev, *addr).await?,
-                            Op::ReplaceRoute {
-                                table,
-                                prefix,
-                                route,
-                            } => r.replace_route(*table, *prefix, route).await?,
-                            Op::DelRoute { table, prefix } => r.del_route(*table, *prefix).await?,
+                            Op::ReplaceRoute { .. } | Op::DelRoute { .. } => {
+                                write_route(&r, op).await?
+                            }
                             Op::AddRule(rule) => r.add_rule(rule).await?,
                             Op::DelRule(rule) => {
                                 if rules.is_none() {
@@ -418,6 +438,48 @@ impl Reconciler {
         let report = report?;
         unpinned?;
         Ok(report)
+    }
+}
+
+/// Route requests in flight at once on one netlink socket (measured: see BENCHMARKS.md).
+const PIPELINE: usize = 256;
+
+/// `ops` cut into the runs [`Reconciler::execute`] performs one after the other: a run of
+/// more than one operation is route writes that may be in flight together, the others are
+/// single operations. Routes of table `main` never share a run with routes of other tables:
+/// a `via` needs its gateway's direct route acknowledged first (diff.rs, order 2), and a
+/// direct route goes only once nothing uses it (order 7). Within a run every key is
+/// distinct (a diff names each (table, prefix) once), so the order inside it is free.
+fn pipeline_runs(ops: &[Op]) -> Vec<&[Op]> {
+    let class = |o: &Op| match o {
+        Op::ReplaceRoute { table, .. } | Op::DelRoute { table, .. } => {
+            Some(*table == crate::plan::MAIN_TABLE)
+        }
+        _ => None,
+    };
+    let mut runs = Vec::new();
+    let mut start = 0;
+    for i in 1..=ops.len() {
+        let cut =
+            i == ops.len() || class(&ops[i]).is_none() || class(&ops[i]) != class(&ops[start]);
+        if cut {
+            runs.push(&ops[start..i]);
+            start = i;
+        }
+    }
+    runs
+}
+
+/// One route write of a run (see [`pipeline_runs`]).
+async fn write_route(r: &Rtnl, op: &Op) -> Result<(), RtnlError> {
+    match op {
+        Op::ReplaceRoute {
+            table,
+            prefix,
+            route,
+        } => r.replace_route(*table, *prefix, route).await,
+        Op::DelRoute { table, prefix } => r.del_route(*table, *prefix).await,
+        other => unreachable!("not a route write: {other:?}"),
     }
 }
 
@@ -494,4 +556,77 @@ pub fn fast_path_exclusions(state: &KernelState) -> BTreeMap<(std::net::Ipv4Addr
         out.entry((*a, 32)).or_insert(EXCLUDE_LOCAL);
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::plan::{KRoute, KRule, MAIN_TABLE};
+
+    fn route(table: u32, p: &str) -> Op {
+        Op::ReplaceRoute {
+            table,
+            prefix: p.parse().unwrap(),
+            route: KRoute::Unreachable,
+        }
+    }
+    fn del(table: u32, p: &str) -> Op {
+        Op::DelRoute {
+            table,
+            prefix: p.parse().unwrap(),
+        }
+    }
+    fn rule() -> Op {
+        Op::AddRule(KRule {
+            priority: 1,
+            fwmark: None,
+            table: 250,
+        })
+    }
+
+    #[test]
+    fn no_ops_no_runs() {
+        assert!(pipeline_runs(&[]).is_empty());
+    }
+
+    #[test]
+    fn routes_of_other_tables_share_a_run_with_their_stale_deletes() {
+        let ops = [
+            route(250, "10.0.0.0/24"),
+            route(251, "10.0.1.0/24"),
+            del(250, "10.0.2.0/24"),
+        ];
+        assert_eq!(pipeline_runs(&ops), vec![&ops[..]]);
+    }
+
+    #[test]
+    fn main_routes_are_acknowledged_before_the_vias_that_use_them() {
+        let ops = [
+            route(MAIN_TABLE, "169.254.0.1/32"),
+            route(MAIN_TABLE, "169.254.0.2/32"),
+            route(250, "10.0.0.0/24"),
+            del(MAIN_TABLE, "169.254.0.3/32"),
+        ];
+        let runs = pipeline_runs(&ops);
+        assert_eq!(runs, vec![&ops[0..2], &ops[2..3], &ops[3..4]]);
+    }
+
+    #[test]
+    fn every_other_operation_is_a_run_of_its_own_in_order() {
+        let ops = [
+            route(250, "10.0.0.0/24"),
+            rule(),
+            rule(),
+            route(250, "10.0.1.0/24"),
+            route(250, "10.0.2.0/24"),
+        ];
+        let runs = pipeline_runs(&ops);
+        assert_eq!(runs, vec![&ops[0..1], &ops[1..2], &ops[2..3], &ops[3..5]]);
+        let flat: Vec<&Op> = runs.iter().flat_map(|r| r.iter()).collect();
+        assert_eq!(
+            flat,
+            ops.iter().collect::<Vec<_>>(),
+            "nothing reordered or lost"
+        );
+    }
 }
