@@ -1,6 +1,11 @@
 //! The reconciler: observe a namespace, diff it against the desired state, apply the
 //! difference in the safe order. Re-applying an unchanged state performs no operation;
 //! anything changed behind ntkplane's back is found by the next observation and repaired.
+//!
+//! Between observations the reconciler keeps what it observed, updated by its own writes and
+//! by the kernel's notifications ([`crate::kernel::events`]): the daemon's commands diff
+//! against that view ([`Reconciler::apply_known`]) and its repairs look at the routes the
+//! notifications named ([`Reconciler::repair`]), so neither reads the whole namespace back.
 use std::{
     collections::{BTreeMap, BTreeSet},
     path::PathBuf,
@@ -9,10 +14,11 @@ use std::{
 use serde::Serialize;
 
 use super::{
+    events::{Notified, Touched},
     in_netns,
     nft::{self, NftError},
     rt_tables,
-    rtnl::{Rtnl, RtnlError},
+    rtnl::{Rtnl, RtnlError, PROTO_NTK},
     sysctl,
 };
 use crate::{
@@ -74,7 +80,10 @@ pub struct Reconciler {
     netns: Netns,
     classifier: Classifier,
     rt_tables: Option<PathBuf>,
-    last: Option<KernelState>,
+    /// ntkplane's objects in the namespace as last observed, kept true since by ntkplane's
+    /// own successful writes and by the kernel's notifications ([`Reconciler::absorb`]).
+    /// `None`: unknown, the next apply observes the namespace.
+    known: Option<KernelState>,
     /// Rules in ntkplane's nft table that are not ntkplane's (seen by the last observation).
     foreign_nft: usize,
 }
@@ -97,7 +106,7 @@ impl Reconciler {
             netns,
             classifier,
             rt_tables,
-            last: None,
+            known: None,
             foreign_nft: 0,
         })
     }
@@ -134,7 +143,7 @@ impl Reconciler {
             netns,
             classifier,
             rt_tables,
-            last: None,
+            known: None,
             foreign_nft: 0,
         })
     }
@@ -175,9 +184,66 @@ impl Reconciler {
         Ok(k)
     }
 
-    /// Converges the namespace to `desired`.
+    /// Converges the namespace to `desired` after observing all of it: whatever changed
+    /// behind ntkplane's back is found and repaired. Re-applying an unchanged state performs
+    /// no operation.
     pub fn apply(&mut self, desired: &Desired) -> Result<Report, KernelError> {
+        self.known = None;
+        self.apply_known(desired)
+    }
+
+    /// Converges the namespace to `desired`, diffed against the kernel view this reconciler
+    /// keeps (observed first only when there is none): a change costs what it changes, not
+    /// what the namespace holds. What the kernel notified must have been absorbed
+    /// ([`Reconciler::absorb`]) for changes made behind ntkplane's back to be repaired.
+    pub fn apply_known(&mut self, desired: &Desired) -> Result<Report, KernelError> {
         let mut report = Report::default();
+        self.converge_interfaces(desired, &mut report)?;
+        let known = match self.known.take() {
+            Some(k) => k,
+            None => self.observe()?,
+        };
+        self.converge(desired, known, None, report)
+    }
+
+    /// Brings the cached kernel view up to date with notifications (nothing is written).
+    pub fn absorb(&mut self, touched: &Touched) -> Result<(), KernelError> {
+        if needs_observation(touched) {
+            self.known = None;
+        } else if let Some(mut known) = self.known.take() {
+            self.absorb_into(&mut known, touched)?;
+            self.known = Some(known);
+        }
+        Ok(())
+    }
+
+    /// Repairs what `touched` reports changed: only the routes it names are diffed (plus
+    /// rules, addresses, marks and NAT, which are few). Falls back to [`Reconciler::apply`]
+    /// when the notifications cannot tell (lost, links or addresses changed: the kernel
+    /// flushes routes with them without notifying each).
+    pub fn repair(&mut self, desired: &Desired, touched: &Touched) -> Result<Report, KernelError> {
+        if needs_observation(touched) || self.known.is_none() {
+            return self.apply(desired);
+        }
+        let mut known = self.known.take().expect("checked");
+        self.absorb_into(&mut known, touched)?;
+        // Most notifications are ntkplane's own writes coming back: only the keys where the
+        // kernel now differs from the model go to the diff.
+        let keys: Vec<(u32, crate::addr::Ipv4Prefix)> = touched
+            .routes
+            .keys()
+            .filter(|k| known.routes.get(k) != desired.state.routes.get(k))
+            .copied()
+            .collect();
+        self.converge(desired, known, Some(&keys), Report::default())
+    }
+
+    /// Sysctls, links up, the classifier on exactly the managed interfaces.
+    fn converge_interfaces(
+        &mut self,
+        desired: &Desired,
+        report: &mut Report,
+    ) -> Result<(), KernelError> {
         let ifaces = desired.interfaces.clone();
         let (sysctls, ups) = in_netns(&self.netns, |rt| {
             rt.block_on(async {
@@ -225,15 +291,26 @@ impl Reconciler {
                 report.attached += 1;
             }
         }
+        Ok(())
+    }
 
-        let observed = self.observe()?;
-        let mut ops = diff(&desired.state, &observed);
+    /// Diffs `desired` against `known` (restricted to the route `keys` when given), performs
+    /// the operations and keeps `known` as the new cached view: the operations applied to
+    /// it when every one was done, unknown (observed next time) when the kernel refused one.
+    fn converge(
+        &mut self,
+        desired: &Desired,
+        mut known: KernelState,
+        keys: Option<&[(u32, crate::addr::Ipv4Prefix)]>,
+        mut report: Report,
+    ) -> Result<Report, KernelError> {
+        let mut ops = match keys {
+            None => diff(&desired.state, &known),
+            Some(k) => diff(&desired.state.restricted(k), &known.restricted(k)),
+        };
         if self.foreign_nft > 0 && !ops.iter().any(|o| matches!(o, Op::SetNat(_))) {
             tracing::warn!(netns = ?self.netns, rules = self.foreign_nft, "foreign rules in ntkplane's nft table: rebuilding it");
             ops.push(Op::SetNat(desired.state.nat.clone()));
-        }
-        if !ops.is_empty() && self.last.as_ref() == Some(&desired.state) {
-            tracing::warn!(netns = ?self.netns, ops = ops.len(), "state changed behind ntkplane's back: repairing");
         }
         let active = active_tables(&desired.state);
         if self.classifier.fast_path() {
@@ -255,13 +332,78 @@ impl Reconciler {
                 }
             })?;
         }
-        self.last = Some(desired.state.clone());
+        if executed.is_ok() {
+            known.apply_ops(&ops);
+            if ops.iter().any(|o| matches!(o, Op::SetNat(_))) {
+                self.foreign_nft = 0; // the table was rebuilt as a whole
+            }
+            self.known = Some(known);
+        }
         executed?;
         report.ops = ops;
         if report.total() > 0 {
             tracing::info!(netns = ?self.netns, ops = report.total(), "applied");
         }
         Ok(report)
+    }
+
+    /// Updates `known` from notifications: each notified route as the kernel announced it,
+    /// rules re-read when a rule changed, the NAT table re-read when nftables changed.
+    fn absorb_into(&mut self, known: &mut KernelState, t: &Touched) -> Result<(), KernelError> {
+        if t.routes.is_empty() && !t.rules && !t.nft {
+            return Ok(());
+        }
+        let (links, rules, nat) = in_netns(&self.netns, |rt| {
+            rt.block_on(async {
+                let r = Rtnl::connect().await?;
+                let rules = if t.rules {
+                    Some(r.rules().await?.into_iter().map(|(k, _)| k).collect())
+                } else {
+                    None
+                };
+                let nat = if t.nft {
+                    Some(nft::observe_full()?)
+                } else {
+                    None
+                };
+                Ok::<_, KernelError>((r.links().clone(), rules, nat))
+            })
+        })??;
+        let names: BTreeMap<u32, String> = links.into_values().map(|l| (l.index, l.name)).collect();
+        for (key, n) in &t.routes {
+            match n {
+                Notified::Added(s) if s.protocol == PROTO_NTK => {
+                    if known
+                        .routes
+                        .get(key)
+                        .is_some_and(|r| crate::kernel::rtnl::kroute_is(s, &names, r))
+                    {
+                        continue; // ntkplane's own write coming back
+                    }
+                    match crate::kernel::rtnl::kroute_of(s, &names) {
+                        Some(r) => known.routes.insert(*key, r),
+                        None => known.routes.remove(key),
+                    };
+                }
+                // Another protocol's route on the key replaced ntkplane's, or shares it:
+                // ntkplane's is put (back) by the diff either way.
+                Notified::Added(_) => {
+                    known.routes.remove(key);
+                }
+                Notified::Deleted(s) if s.protocol == PROTO_NTK => {
+                    known.routes.remove(key);
+                }
+                Notified::Deleted(_) => {}
+            }
+        }
+        if let Some(rules) = rules {
+            known.rules = rules;
+        }
+        if let Some(nat) = nat {
+            self.foreign_nft = nat.as_ref().map_or(0, |o| o.foreign);
+            known.nat = nat.map(|o| o.nat).unwrap_or_default();
+        }
+        Ok(())
     }
 
     /// Sets each classifier entry's `table` (the fast path's lookup table) to the table its
@@ -297,19 +439,35 @@ impl Reconciler {
         }
         let nft = in_netns(&self.netns, |_| nft::observe_full())??;
         self.foreign_nft = nft.as_ref().map_or(0, |o| o.foreign);
-        let mut observed = desired.state.clone();
-        observed.nat = nft.map(|o| o.nat).unwrap_or_default();
-        observed.marks = self
-            .classifier
-            .entries()?
-            .into_iter()
-            .map(|(mac, e)| (mac, e.mark))
-            .collect();
-        let mut ops = diff(&desired.state, &observed);
+        // Only what this check reads is compared: the marks and the NAT table.
+        let wanted = KernelState {
+            marks: desired.state.marks.clone(),
+            nat: desired.state.nat.clone(),
+            ..Default::default()
+        };
+        let observed = KernelState {
+            nat: nft.map(|o| o.nat).unwrap_or_default(),
+            marks: self
+                .classifier
+                .entries()?
+                .into_iter()
+                .map(|(mac, e)| (mac, e.mark))
+                .collect(),
+            ..Default::default()
+        };
+        let mut ops = diff(&wanted, &observed);
         if self.foreign_nft > 0 && !ops.iter().any(|o| matches!(o, Op::SetNat(_))) {
             ops.push(Op::SetNat(desired.state.nat.clone()));
         }
-        self.execute(&ops)?;
+        let executed = self.execute(&ops);
+        match (&executed, self.known.as_mut()) {
+            (Ok(()), Some(k)) => {
+                k.marks = wanted.marks;
+                k.nat = wanted.nat;
+            }
+            _ => self.known = None,
+        }
+        executed?;
         if self.classifier.fast_path() {
             // A repaired map entry gets its lookup table back only while its rule exists.
             self.sync_fast_path_tables(&active_tables(&desired.state), true)?;
@@ -434,11 +592,17 @@ impl Reconciler {
         let empty = Desired::default();
         let report = self.apply(&empty);
         let unpinned = self.classifier.unpin();
-        self.last = None;
+        self.known = None;
         let report = report?;
         unpinned?;
         Ok(report)
     }
+}
+
+/// Whether notifications leave the cached view unknowable: lost ones, or link and address
+/// changes (with which the kernel flushes routes without a notification per route).
+fn needs_observation(t: &Touched) -> bool {
+    t.lost || t.links || t.addresses
 }
 
 /// Route requests in flight at once on one netlink socket (measured: see BENCHMARKS.md).
