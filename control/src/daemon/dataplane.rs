@@ -9,6 +9,7 @@ use std::{collections::BTreeMap, path::PathBuf, time::Duration};
 use super::{DaemonError, Paths};
 use crate::{
     kernel::{
+        events::Touched,
         in_netns,
         rtnl::{Rtnl, RtnlError},
         KernelError, Reconciler, Report,
@@ -28,8 +29,27 @@ pub trait Dataplane {
     /// Creates an identity namespace with its pseudo-interfaces `handled` if needed (not for
     /// the system's), and opens it.
     fn provision(&mut self, ns: &Ns, handled: &[Handled]) -> Result<(), DaemonError>;
-    /// Converges an open namespace to `desired`.
+    /// Converges an open namespace to `desired` (diffed against the kernel view the
+    /// dataplane keeps: what the namespace holds is observed only when that view is unknown).
     fn apply(&mut self, ns: &Ns, desired: &Desired) -> Result<Report, KernelError>;
+    /// [`Dataplane::apply`] after a full observation of the namespace (start, periodic
+    /// resync).
+    fn resync(&mut self, ns: &Ns, desired: &Desired) -> Result<Report, KernelError> {
+        self.apply(ns, desired)
+    }
+    /// Brings the kernel view of `ns` up to date with the kernel's notifications.
+    fn absorb(&mut self, _ns: &Ns, _touched: &Touched) -> Result<(), KernelError> {
+        Ok(())
+    }
+    /// Repairs what the notifications `touched` report changed in `ns`.
+    fn repair(
+        &mut self,
+        ns: &Ns,
+        desired: &Desired,
+        _touched: &Touched,
+    ) -> Result<Report, KernelError> {
+        self.apply(ns, desired)
+    }
     /// The cheap check of what sends no event (nft table, classifier links and entries).
     fn check_cheap(&mut self, ns: &Ns, desired: &Desired) -> Result<Report, KernelError>;
     /// How many operations would bring the namespace to `desired`.
@@ -177,7 +197,27 @@ impl Dataplane for RealDataplane {
     }
 
     fn apply(&mut self, ns: &Ns, desired: &Desired) -> Result<Report, KernelError> {
+        self.get(ns)?.apply_known(desired)
+    }
+
+    fn resync(&mut self, ns: &Ns, desired: &Desired) -> Result<Report, KernelError> {
         self.get(ns)?.apply(desired)
+    }
+
+    fn absorb(&mut self, ns: &Ns, touched: &Touched) -> Result<(), KernelError> {
+        match self.reconcilers.get_mut(ns) {
+            Some(r) => r.absorb(touched),
+            None => Ok(()),
+        }
+    }
+
+    fn repair(
+        &mut self,
+        ns: &Ns,
+        desired: &Desired,
+        touched: &Touched,
+    ) -> Result<Report, KernelError> {
+        self.get(ns)?.repair(desired, touched)
     }
 
     fn check_cheap(&mut self, ns: &Ns, desired: &Desired) -> Result<Report, KernelError> {

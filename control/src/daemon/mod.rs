@@ -221,6 +221,10 @@ pub struct Daemon {
     repairs: u64,
     failures: BTreeMap<String, String>,
     timing: Timing,
+    /// The desired content of every namespace as last reconciled (what repairs converge to
+    /// without recomputing the model), and the one a command computed for its own pass.
+    desired: Option<std::sync::Arc<DesiredAll>>,
+    primed: Option<DesiredAll>,
     /// The event stream (`monitor`): anything that holds the daemon can emit into it.
     events: events::Events,
     /// What the daemon counts for `/metrics`.
@@ -331,6 +335,8 @@ impl Daemon {
             dirty_since: None,
             repairs: 0,
             failures: BTreeMap::new(),
+            desired: None,
+            primed: None,
             timing: Timing::default(),
             events: events::Events::new(),
             metrics: metrics::Metrics::default(),
@@ -477,6 +483,8 @@ impl Daemon {
             dirty_since: None,
             repairs: 0,
             failures: BTreeMap::new(),
+            desired: None,
+            primed: None,
             timing: Timing::default(),
             events: events::Events::new(),
             metrics: metrics::Metrics::default(),
@@ -504,8 +512,18 @@ impl Daemon {
         ns: &Option<String>,
         d: &crate::plan::Desired,
     ) -> Result<crate::kernel::Report, crate::kernel::KernelError> {
+        self.counted(|k| k.apply(ns, d))
+    }
+
+    /// One apply-like pass of the dataplane (`f`), timed and counted for the metrics.
+    fn counted(
+        &mut self,
+        f: impl FnOnce(
+            &mut dyn dataplane::Dataplane,
+        ) -> Result<crate::kernel::Report, crate::kernel::KernelError>,
+    ) -> Result<crate::kernel::Report, crate::kernel::KernelError> {
         let t0 = Instant::now();
-        let r = self.kernel.apply(ns, d);
+        let r = f(self.kernel.as_mut());
         self.metrics
             .applied(t0.elapsed(), r.as_ref().map_err(|_| ()));
         r
@@ -568,24 +586,28 @@ impl Daemon {
 
     /// The desired content of every namespace, the rt_tables names gathered in the
     /// default namespace's (one rt_tables file per system).
-    fn desired_all(&self) -> Result<BTreeMap<Option<String>, crate::plan::Desired>, DaemonError> {
-        let mut desired = self.system.desired()?;
-        let names: BTreeMap<u32, String> = desired
-            .values()
-            .flat_map(|d| d.table_names.clone())
-            .collect();
-        if let Some(d) = desired.get_mut(&None) {
-            d.table_names = names;
-        }
-        Ok(desired)
+    fn desired_all(&self) -> Result<DesiredAll, DaemonError> {
+        Ok(with_table_names(self.system.desired()?))
     }
 
-    /// Brings the namespaces `which` back to the model: `full` observes everything (as after
-    /// an rtnetlink event, or at the periodic resync), else only what sends no event
-    /// ([`crate::kernel::Reconciler::check_cheap`]). Each repair is logged at `warn` and counted; a
-    /// namespace that cannot be repaired is reported in `status` and tried again next time.
-    fn repair(&mut self, which: &BTreeSet<Option<String>>, full: bool) {
-        let desired = match self.desired_all() {
+    /// What repairs converge to: the desired content of the last reconcile pass (the model
+    /// changes only through passes), computed when there was none.
+    fn desired_cached(&mut self) -> Result<std::sync::Arc<DesiredAll>, DaemonError> {
+        if let Some(d) = &self.desired {
+            return Ok(d.clone());
+        }
+        let d = std::sync::Arc::new(self.desired_all()?);
+        self.desired = Some(d.clone());
+        Ok(d)
+    }
+
+    /// Brings the namespaces `which` back to the model: [`Check::Resync`] observes
+    /// everything, [`Check::Events`] looks at what the rtnetlink events named, and
+    /// [`Check::Cheap`] at what sends no event ([`crate::kernel::Reconciler::check_cheap`]).
+    /// Each repair is logged at `warn` and counted; a namespace that cannot be repaired is
+    /// reported in `status` and tried again next time.
+    fn repair(&mut self, which: &BTreeSet<Option<String>>, check: Check) {
+        let desired = match self.desired_cached() {
             Ok(d) => d,
             Err(e) => {
                 tracing::error!("repair: {e}");
@@ -600,10 +622,13 @@ impl Daemon {
                 continue;
             }
             let name = ns.clone().unwrap_or_else(|| "default".into());
-            let result = if full {
-                self.apply_ns(ns, d)
-            } else {
-                self.kernel.check_cheap(ns, d)
+            let result = match check {
+                Check::Resync => self.counted(|k| k.resync(ns, d)),
+                Check::Events => {
+                    let touched = self.watchers.get(ns).map(|w| w.take()).unwrap_or_default();
+                    self.counted(|k| k.repair(ns, d, &touched))
+                }
+                Check::Cheap => self.kernel.check_cheap(ns, d),
             };
             match result {
                 Ok(rep) => {
@@ -703,7 +728,12 @@ impl Daemon {
     /// `strict` (commands): the first failure stops the pass, so that the ordering (new
     /// namespaces before the old ones are rewritten) is never run past a failed step.
     fn reconcile_pass(&mut self, pause: Option<Duration>, strict: bool) -> Result<(), DaemonError> {
-        let desired = self.desired_all()?;
+        let desired = match self.primed.take() {
+            Some(d) => d,
+            None => self.desired_all()?,
+        };
+        let desired = std::sync::Arc::new(desired);
+        self.desired = Some(desired.clone());
         let mut errors: Vec<DaemonError> = Vec::new();
         let failed = |e: DaemonError, errors: &mut Vec<DaemonError>| -> Result<(), DaemonError> {
             if strict {
@@ -736,6 +766,14 @@ impl Daemon {
                 if let Err(e) = self.kernel.provision(&ns, &handled) {
                     failed(e, &mut errors)?;
                     continue;
+                }
+            }
+            // What the events said since the last repair first: the diff then also puts
+            // back what changed behind ntkplane's back.
+            if let Some(w) = self.watchers.get(&ns) {
+                let touched = w.take();
+                if let Err(e) = self.kernel.absorb(&ns, &touched) {
+                    failed(e.into(), &mut errors)?;
                 }
             }
             if let Err(e) = self.apply_ns(&ns, d) {
@@ -928,8 +966,11 @@ impl Daemon {
         let mut next = self.system.clone();
         let result = model_step(&self.system, &mut next, req, now_ms)
             .expect("every other request changes the model");
-        let data = match result.and_then(|d| next.desired().map(|_| d)) {
-            Ok(d) => d,
+        let data = match result.and_then(|d| next.desired().map(|n| (d, n))) {
+            Ok((d, desired)) => {
+                self.primed = Some(with_table_names(desired));
+                d
+            }
             Err(e) => return Response::err(e),
         };
         // The kernel first, then the disk: a command whose kernel apply fails is not
@@ -1310,7 +1351,7 @@ impl Daemon {
                     self.sync_watchers();
                 }
                 let all = self.open_namespaces();
-                self.repair(&all, true);
+                self.repair(&all, Check::Resync);
                 last_resync = now;
                 last_check = now;
                 self.dirty.clear();
@@ -1322,11 +1363,11 @@ impl Daemon {
             {
                 let which = std::mem::take(&mut self.dirty);
                 self.dirty_since = None;
-                self.repair(&which, true);
+                self.repair(&which, Check::Events);
             }
             if now >= last_check + self.timing.check {
                 let all = self.open_namespaces();
-                self.repair(&all, false);
+                self.repair(&all, Check::Cheap);
                 last_check = now;
             }
         };
@@ -1372,6 +1413,33 @@ impl Daemon {
 /// What a request that changes the model does to it: `next` (a copy of `system`) is changed,
 /// and the reply's data returned; `None` for the requests that only read (and `quit`). Pure:
 /// no kernel, no disk (the fuzz target drives it).
+/// The desired content of every namespace.
+type DesiredAll = BTreeMap<Option<String>, crate::plan::Desired>;
+
+/// `desired` with the rt_tables names gathered in the default namespace's (one rt_tables
+/// file per system).
+fn with_table_names(mut desired: DesiredAll) -> DesiredAll {
+    let names: BTreeMap<u32, String> = desired
+        .values()
+        .flat_map(|d| d.table_names.clone())
+        .collect();
+    if let Some(d) = desired.get_mut(&None) {
+        d.table_names = names;
+    }
+    desired
+}
+
+/// What a repair looks at.
+#[derive(Clone, Copy, Debug)]
+enum Check {
+    /// Everything, observed (the periodic resync).
+    Resync,
+    /// What the rtnetlink and nftables events named.
+    Events,
+    /// What sends no event: the classifier and the nft table.
+    Cheap,
+}
+
 pub fn model_step(
     system: &System,
     next: &mut System,
@@ -1758,7 +1826,7 @@ mod tests {
         let s = status(&mut d);
         assert!(!s.dataplane_matches && s.drift == removed, "{s:?}");
         let all = d.open_namespaces();
-        d.repair(&all, true);
+        d.repair(&all, Check::Resync);
         let s = status(&mut d);
         assert!(s.dataplane_matches, "{s:?}");
         assert_eq!(s.repairs, removed as u64);
@@ -1771,14 +1839,14 @@ mod tests {
             .addresses
             .clear();
         *fake.refuse.lock().unwrap() = Some(None);
-        d.repair(&all, true);
+        d.repair(&all, Check::Resync);
         let s = status(&mut d);
         assert!(
             !s.dataplane_matches && s.failures.contains_key("default"),
             "{s:?}"
         );
         *fake.refuse.lock().unwrap() = None;
-        d.repair(&all, true);
+        d.repair(&all, Check::Resync);
         assert!(status(&mut d).dataplane_matches);
         let _ = std::fs::remove_dir_all(d.paths.state_dir.parent().unwrap());
     }
@@ -1798,7 +1866,7 @@ mod tests {
             n
         };
         let all = d.open_namespaces();
-        d.repair(&all, true);
+        d.repair(&all, Check::Resync);
         let mut repaired = 0;
         while let Ok(e) = rx.try_recv() {
             match e.event {
@@ -1823,14 +1891,14 @@ mod tests {
             .addresses
             .clear();
         *fake.refuse.lock().unwrap() = Some(None);
-        d.repair(&all, true);
+        d.repair(&all, Check::Resync);
         assert!(matches!(
             rx.try_recv().unwrap().event,
             events::Event::RepairFailed { .. }
         ));
         assert!(d.metrics_text().contains("ntkplane_apply_failures_total 1"));
         *fake.refuse.lock().unwrap() = None;
-        d.repair(&all, true);
+        d.repair(&all, Check::Resync);
         while rx.try_recv().is_ok() {}
 
         let req = Request::RemoveArc {

@@ -1,5 +1,6 @@
 //! Everything that touches the kernel, one module per subsystem, and the reconciler over
 //! them. The pure model and diff are in [`crate::plan`].
+pub mod events;
 pub mod nft;
 pub mod nftgen;
 pub mod reconcile;

@@ -112,6 +112,55 @@ impl RouteEntry {
     }
 }
 
+/// The route a notification announced ([`crate::kernel::events`]), as ntkplane models it,
+/// with interface indexes resolved by `names` (`ifN` when unknown, as in a dump).
+pub fn kroute_of(
+    s: &crate::kernel::events::RouteSeen,
+    names: &BTreeMap<u32, String>,
+) -> Option<KRoute> {
+    RouteEntry {
+        table: 0,
+        dst: Ipv4Prefix::host(Ipv4Addr::UNSPECIFIED),
+        kind: s.kind,
+        protocol: s.protocol,
+        scope: 0,
+        tos: 0,
+        flags: 0,
+        src: None,
+        gateway: s.gateway,
+        dev: s
+            .oif
+            .map(|i| names.get(&i).cloned().unwrap_or_else(|| format!("if{i}"))),
+        prefsrc: s.prefsrc,
+        metric: None,
+    }
+    .kroute()
+}
+
+/// Whether the notified route `s` is `r` (what `kroute_of(s, names) == Some(r)` says, without
+/// building the route: most notifications are ntkplane's own writes coming back).
+pub fn kroute_is(
+    s: &crate::kernel::events::RouteSeen,
+    names: &BTreeMap<u32, String>,
+    r: &KRoute,
+) -> bool {
+    let dev_is = |dev: &str| s.oif.and_then(|i| names.get(&i)).map(String::as_str) == Some(dev);
+    let kind = RouteType::from(s.kind);
+    match r {
+        KRoute::Unreachable => kind == RouteType::Unreachable,
+        KRoute::Blackhole => kind == RouteType::BlackHole,
+        KRoute::Via { gw, dev, src } => {
+            kind == RouteType::Unicast && s.gateway == Some(*gw) && s.prefsrc == *src && dev_is(dev)
+        }
+        KRoute::Link { dev, src } => {
+            kind == RouteType::Unicast
+                && s.gateway.is_none()
+                && s.prefsrc == Some(*src)
+                && dev_is(dev)
+        }
+    }
+}
+
 /// An IPv4 address as the kernel reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct AddressEntry {
@@ -703,5 +752,60 @@ impl Rtnl {
     pub async fn del_rule(&self, msg: RuleMessage) -> Result<(), RtnlError> {
         let what = format!("del rule {:?}", msg.attributes);
         self.h.rule().del(msg).execute().await.map_err(req(what))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::kernel::events::RouteSeen;
+
+    #[test]
+    fn a_notified_route_is_what_it_converts_to() {
+        let names: BTreeMap<u32, String> = [(2, "eth1".to_string()), (3, "eth2".into())].into();
+        let ip = |s: &str| s.parse::<Ipv4Addr>().unwrap();
+        let seen = |kind: u8, gw: Option<&str>, oif: Option<u32>, src: Option<&str>| RouteSeen {
+            kind,
+            protocol: PROTO_NTK,
+            gateway: gw.map(ip),
+            oif,
+            prefsrc: src.map(ip),
+        };
+        let notified = [
+            seen(7, None, None, None),
+            seen(6, None, None, None),
+            seen(1, Some("169.254.0.2"), Some(2), None),
+            seen(1, Some("169.254.0.2"), Some(3), Some("10.0.0.1")),
+            seen(1, None, Some(2), Some("169.254.0.1")),
+            seen(1, Some("169.254.0.2"), Some(9), None),
+            seen(8, None, None, None),
+        ];
+        let routes = [
+            KRoute::Unreachable,
+            KRoute::Blackhole,
+            KRoute::Via {
+                gw: ip("169.254.0.2"),
+                dev: "eth1".into(),
+                src: None,
+            },
+            KRoute::Via {
+                gw: ip("169.254.0.2"),
+                dev: "eth2".into(),
+                src: Some(ip("10.0.0.1")),
+            },
+            KRoute::Link {
+                dev: "eth1".into(),
+                src: ip("169.254.0.1"),
+            },
+        ];
+        for s in &notified {
+            for r in &routes {
+                assert_eq!(
+                    kroute_is(s, &names, r),
+                    kroute_of(s, &names).as_ref() == Some(r),
+                    "{s:?} {r:?}"
+                );
+            }
+        }
     }
 }
