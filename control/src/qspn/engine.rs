@@ -13,7 +13,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::event::{Output, Signal, Timer};
-use super::fingerprint::{construct, same};
+use super::fingerprint::{construct_with, same};
 use super::ignore::ignore_outside;
 use super::map::{shown, update_map, Dests, MapCtx, MapResult};
 use super::msg::{ArcId, Cost, EtpMessage, EtpPath, Fingerprint, HCoord, Refusal};
@@ -218,19 +218,21 @@ impl Qspn {
         fps.push(self.my_fp0.clone());
         nodes.push(u32::from(!self.is_virtual(0)));
         for i in 1..=l {
-            let mut others: Vec<&Fingerprint> = Vec::new();
+            let mut others: Vec<(&Fingerprint, bool)> = Vec::new();
             let mut sum: u32 = 0;
+            let gsize = self.p.gsizes.get(i - 1).copied().unwrap_or(u32::MAX);
             for (d, ps) in self
                 .dests
                 .range(HCoord { lvl: i - 1, pos: 0 }..HCoord { lvl: i, pos: 0 })
             {
                 if let Some((f, n)) = evaluate(d.lvl, ps) {
-                    others.push(f);
+                    // A virtual position is a connectivity g-node: null eldership (§6.4).
+                    others.push((f, d.pos >= gsize));
                     // A level-0 destination counts 1, a connectivity node 0 (§6.4).
                     sum = sum.saturating_add(if i == 1 { n.min(1) } else { n });
                 }
             }
-            fps.push(construct(&fps[i - 1], others, self.is_virtual(i - 1)));
+            fps.push(construct_with(&fps[i - 1], others, self.is_virtual(i - 1)));
             let mut n = nodes[i - 1].saturating_add(sum);
             if i < l && self.is_virtual(i) {
                 n = 0;

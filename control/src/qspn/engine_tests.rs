@@ -347,3 +347,15 @@ fn a_neighbour_that_moved_is_asked_for_a_full_etp() {
     let out = q.on_send_etp(a, etp_from(vec![3, 2, 0], 8), false);
     assert!(!out.contains(&Output::RequestFullEtp { arc: a }), "{out:?}");
 }
+
+#[test]
+fn a_virtual_g_node_seen_from_outside_never_gives_its_id_upward() {
+    // Me 1·2·0 (id 7, eldership 7). My neighbour 0·5·0 sits at virtual position 5 of level 1
+    // (gsize 4): a connectivity g-node, older (eldership 3) and with a smaller id. Its
+    // members take it for null (§6.4); so must I, or we disagree on g-node 0·'s eldest.
+    let mut q = node(vec![1, 2, 0], 7);
+    let (a, _) = q.arc_add(Cost::Real(10));
+    q.on_full_etp(a, Ok(etp_from(vec![0, 5, 0], 3)));
+    assert!(q.paths().contains_key(&h(1, 5)), "{:?}", q.paths());
+    assert_eq!(q.fingerprint(2).id, 7);
+}

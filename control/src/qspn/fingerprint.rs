@@ -20,14 +20,33 @@ pub fn construct<'a>(
     others: impl IntoIterator<Item = &'a Fingerprint>,
     mine_null: bool,
 ) -> Fingerprint {
+    construct_with(mine, others.into_iter().map(|f| (f, false)), mine_null)
+}
+
+/// [`construct`] where each other g-node says whether it is a connectivity g-node (a
+/// virtual position, §6.4): its eldership is null for whoever computes, not only for its
+/// own members. Else its members (null) and the other members of the upper g-node (its
+/// real eldership) could take different eldest ones, and the upper g-node's members would
+/// advertise it with different fingerprints — a split that is not one (S2: after migr02 the
+/// connectivity g-node `2·1·2·` kept S1's `2·1·1·`'s fingerprint and δ took it for `2·1·`'s
+/// eldest, λ₁ did not; ε₂ then saw `2·1·` split and routed it away from λ₁).
+pub fn construct_with<'a>(
+    mine: &Fingerprint,
+    others: impl IntoIterator<Item = (&'a Fingerprint, bool)>,
+    mine_null: bool,
+) -> Fingerprint {
     let mut eldest = mine;
     let mut eldest_e = if mine_null {
         NULL_ELDERSHIP
     } else {
         first_eldership(mine)
     };
-    for o in others {
-        let e = first_eldership(o);
+    for (o, null) in others {
+        let e = if null {
+            NULL_ELDERSHIP
+        } else {
+            first_eldership(o)
+        };
         // A null eldership is never elder (§19). Equal elderships (the reference never has
         // them: they are arrival orders; ntkplane's runtime derives them from clocks, docs/
         // QSPN.md) go to the smaller id, so that every member computes the same eldest.
@@ -124,6 +143,21 @@ mod tests {
         // A peer's null eldership never wins.
         let n = fp0(9, &[NULL_ELDERSHIP]);
         assert_eq!(construct(&a, [&n], false).id, 8);
+    }
+
+    #[test]
+    fn a_connectivity_g_node_never_gives_its_id_to_outsiders() {
+        let me = fp0(7, &[5, 0]);
+        let conn = fp0(3, &[5, 0]);
+        let real = fp0(9, &[6, 0]);
+        // Without the flag the connectivity g-node (same eldership, smaller id) wins.
+        assert_eq!(construct(&me, [&conn, &real], false).id, 3);
+        assert_eq!(
+            construct_with(&me, [(&conn, true), (&real, false)], false).id,
+            7
+        );
+        // Its own members, for whom it is `mine_null`, agree.
+        assert_eq!(construct(&conn, [&me, &real], true).id, 7);
     }
 
     #[test]
