@@ -224,6 +224,11 @@ struct Runtime {
     peers: Peers,
     /// What we last announced on each real arc.
     announced: BTreeMap<RealArc, Vec<PeerIdentity>>,
+    /// The identity arcs this runtime asked the writer for (identity, NIC, peer MAC) → the
+    /// real arc they rest on, until a published model shows them. An arc that goes down
+    /// while its `add-identity-arc` is still on its way is not in the model yet, so
+    /// `identity_arcs_on` misses it; when it lands, `follow_model` removes it.
+    added: BTreeMap<(u32, String, MacAddr), RealArc>,
     /// (identity, arc index) → the peer identity the arc was first resolved to (its real arc
     /// and NodeID). An identity arc leads to an identity, not to a MAC: when the peer
     /// migrates, its old identity takes a pseudo-interface and a new identity takes the MAC,
@@ -436,6 +441,7 @@ async fn run(
         insts: BTreeMap::new(),
         peers: Peers::default(),
         announced: BTreeMap::new(),
+        added: BTreeMap::new(),
         bound: BTreeMap::new(),
         next_announce: Instant::now(),
         calls: HashMap::new(),
@@ -784,6 +790,7 @@ impl Runtime {
         }
         self.announce().await;
         if !self.opts.declared_arcs {
+            self.drop_added_arcs_without_a_link();
             self.learn_identity_arcs();
         }
     }
@@ -1255,7 +1262,8 @@ impl Runtime {
     /// `--real-arcs auto`: every pair (our identity, a peer identity) on a real arc is an
     /// identity arc (the reference's Identities module); `add-identity-arc` through the
     /// writer, answered "already" when it is.
-    fn learn_identity_arcs(&self) {
+    fn learn_identity_arcs(&mut self) {
+        let mut added = Vec::new();
         for arc in self.phys.keys() {
             for p in self.peers.on_arc(arc) {
                 let mac = MacAddr(p.mac);
@@ -1269,6 +1277,7 @@ impl Runtime {
                     {
                         continue;
                     }
+                    added.push(((*k, arc.0.clone(), mac), arc.clone()));
                     self.submit(Request::AddIdentityArc {
                         identity: *k,
                         nic: arc.0.clone(),
@@ -1277,6 +1286,40 @@ impl Runtime {
                     });
                 }
             }
+        }
+        self.added.extend(added);
+    }
+
+    /// The identity arcs this runtime added: shown by the model now, they are the model's
+    /// (removed with their real arc by `ArcRemoved`); shown on a real arc that went down
+    /// meanwhile, they go now. Declared arcs (`--real-arcs declared`) are never added here.
+    fn drop_added_arcs_without_a_link(&mut self) {
+        let model = self.model.clone();
+        let mut remove = Vec::new();
+        self.added.retain(|(idx, nic, mac), real| {
+            let Some(id) = model.identities.get(idx) else {
+                return false; // the identity went
+            };
+            let Some(k) = id
+                .arcs
+                .iter()
+                .find(|(_, a)| a.nic == *nic && a.peer_mac == *mac)
+                .map(|(k, _)| *k)
+            else {
+                return true; // still on its way
+            };
+            if !self.phys.contains_key(real) {
+                remove.push((*idx, k));
+            }
+            false
+        });
+        for (identity, arc) in remove {
+            tracing::info!(
+                identity,
+                arc,
+                "protocol: an arc added as its link went down goes"
+            );
+            self.submit(Request::RemoveArc { identity, arc });
         }
     }
 
@@ -1335,6 +1378,8 @@ impl Runtime {
                         },
                     );
                     if let (false, Some(main)) = (self.opts.declared_arcs, self.main_idx()) {
+                        self.added
+                            .insert((main, nic.clone(), mac), (nic.clone(), mac));
                         self.submit(Request::AddIdentityArc {
                             identity: main,
                             nic: nic.clone(),
